@@ -1,0 +1,4 @@
+"""``python -m generator`` is ``gen-samples``."""
+from generator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,334 @@
+"""The Python API behind ``gen-samples``: configure a run, write it to a folder, or get a DatasetDict.
+
+    from generator.api import GenerateConfig, generate, generate_to_dir
+
+    generate_to_dir(GenerateConfig(rows=3040, seed=0), "out/catalogue")   # parquet shards + card
+    dsd = generate(GenerateConfig(rows=64))                                 # in memory, for a notebook
+
+A run directory is never left half-replaced: a fresh run writes shard by shard (each shard atomic and
+recorded in a manifest, so ``resume=True`` finishes an interrupted run), and ``overwrite=True`` builds
+the new run in a sibling folder and swaps it in only once it is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from generator import taxonomy as taxonomy_mod
+from generator.card import CARD_FILENAME, CONTACT_SHEET_FILENAME, contact_sheet, png_bytes, render_card
+from generator.catalog import Catalog, Product
+from generator.schema import IMAGE_COLUMN
+from generator.taxonomy import Taxonomy
+from generator.writer import (DATA_DIR, MANIFEST_DIR, RowSource, WriteError, WriteResult, atomic_write_bytes,
+                              atomic_write_text, plan_splits, read_run, verified_records, write_shards)
+
+if TYPE_CHECKING:
+    import datasets
+    from rich.console import Console
+
+CONTACT_SHEET_ROWS = 24
+MAX_ROWS = 10**10  # product codes and the split permutation are exact far beyond this
+
+
+class GenerateError(ValueError):
+    """Bad settings or an output folder that cannot be used; ``str(err)`` is one line with the fix."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything that determines a generated dataset (``num_proc`` only changes how fast it is made)."""
+
+    rows: int = 3040
+    seed: int = 0
+    image_size: int = 336
+    test_fraction: float = 0.1
+    taxonomy: str = "burberry_us"      # a built-in name or a path to a .toml file
+    num_proc: int = 1
+    rows_per_shard: int = 1000
+    jpeg_quality: int = 90
+    out: str | None = None             # default: out/<taxonomy>-<rows>rows-seed<seed>
+
+    def __post_init__(self) -> None:
+        checks = [
+            (_is_int(self.rows) and 1 <= self.rows <= MAX_ROWS, "rows", f"a whole number from 1 to {MAX_ROWS:,}"),
+            (_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "a whole number >= 0"),
+            (_is_int(self.image_size) and 32 <= self.image_size <= 2048, "image_size", "a whole number from 32 to 2048"),
+            (isinstance(self.test_fraction, (int, float)) and not isinstance(self.test_fraction, bool)
+             and 0 <= self.test_fraction < 1, "test_fraction", "a number from 0 to below 1, e.g. 0.1"),
+            (_is_int(self.num_proc) and self.num_proc >= 1, "num_proc", "a whole number >= 1"),
+            (_is_int(self.rows_per_shard) and self.rows_per_shard >= 1, "rows_per_shard", "a whole number >= 1"),
+            (_is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 95, "jpeg_quality", "a whole number from 1 to 95"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise GenerateError(f"{name} must be {expected} (got {getattr(self, name)!r})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------------
+# The synthetic row source
+
+
+class SyntheticRows:
+    """Row ``index`` of a synthetic catalogue: the catalog's metadata plus its rendered JPEG.
+
+    Picklable and cheap to send to a worker: the Catalog (and its Faker) is built on first use in
+    each process.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, seed: int, num_rows: int, image_size: int = 336, jpeg_quality: int = 90):
+        self.taxonomy, self.seed, self.num_rows = taxonomy, seed, num_rows
+        self.image_size, self.jpeg_quality = image_size, jpeg_quality
+        self._catalog: Catalog | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_catalog": None}
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def product(self, index: int) -> Product:
+        if self._catalog is None:
+            self._catalog = Catalog(self.taxonomy, self.seed)
+        return self._catalog.product(index)
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        from generator import render  # the renderer is needed only where rows are made
+
+        product = self.product(index)
+        image = render.render(product.look, size=self.image_size, seed=product.render_seed)
+        return {**product.row, IMAGE_COLUMN: {"bytes": render.encode_jpeg(image, quality=self.jpeg_quality),
+                                              "path": None}}
+
+    def describe(self) -> dict[str, Any]:
+        tax = self.taxonomy
+        return {
+            "kind": "synthetic", "generator": "gen-samples", "version": _version(), "code": code_fingerprint(),
+            "taxonomy": tax.name, "taxonomy_sha256": tax.sha256[:16], "seed": self.seed,
+            "image_size": self.image_size, "jpeg_quality": self.jpeg_quality, "brand": tax.brand.brand,
+            "country_code": tax.brand.country_code, "currency_code": tax.brand.currency_code,
+            "pretty_name": tax.card.pretty_name, "license": tax.card.license, "description": tax.description,
+        }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("vlm-catalog-kit")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def code_fingerprint() -> str:
+    """A hash of the modules that decide row bytes: a run only resumes or joins with the same code."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("catalog.py", "permutation.py", "render.py", "taxonomy.py", "writer.py", "schema.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing a run
+
+
+@dataclass
+class RunReport:
+    out: Path
+    rows: int                     # rows of the whole dataset
+    rows_written: int             # rows this call generated (skipped shards excluded)
+    seconds: float                # the whole call: rows, card and contact sheet
+    complete: bool                # all shards present: card and contact sheet written
+    shards_written: list[str] = field(default_factory=list)
+    shards_skipped: list[str] = field(default_factory=list)
+    shards_missing: int = 0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_out(config: GenerateConfig, taxonomy_name: str | None = None) -> Path:
+    name = taxonomy_name or Path(config.taxonomy).stem
+    return Path("out") / f"{name}-{config.rows}rows-seed{config.seed}"
+
+
+def generate_to_dir(config: GenerateConfig, out: str | os.PathLike | None = None, overwrite: bool = False,
+                    resume: bool = False, shard: tuple[int, int] | None = None) -> Path:
+    """Write the dataset of ``config`` to ``out`` (parquet shards, README.md card, contact sheet)."""
+    return write_run(config, out, overwrite=overwrite, resume=resume, shard=shard, quiet=True).out
+
+
+def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, overwrite: bool = False,
+              resume: bool = False, shard: tuple[int, int] | None = None, quiet: bool = False,
+              console: "Console | None" = None, source: RowSource | None = None,
+              extra_sections: dict[str, str] | None = None) -> RunReport:
+    """`generate_to_dir` with progress and a report. ``source`` replaces the synthetic rows (augmentation);
+    ``shard=(i, n)`` writes only this machine's share of the shard files of one dataset.
+
+    Fleet mode: each machine runs the same command with its ``--shard i/N``; the machine that finds
+    every shard present (a shared folder) also writes the card. Otherwise gather the ``data/`` and
+    ``.manifest/`` folders in one place and run the command once more without ``--shard`` and with
+    ``--resume``: it verifies every shard against its manifest, writes nothing else, and adds the card.
+    """
+    if shard is not None:
+        i, n = shard
+        if not (_is_int(i) and _is_int(n) and n >= 1 and 0 <= i < n):
+            raise GenerateError(f"shard must be i/N with 0 <= i < N (got {i}/{n})")
+        if overwrite:
+            raise GenerateError("--overwrite cannot be combined with --shard (it would replace the other machines' "
+                                "shards); clear the folder once before starting the fleet")
+    t0 = time.perf_counter()
+    tax = taxonomy_mod.load(config.taxonomy)
+    out = Path(out) if out is not None else Path(config.out) if config.out else default_out(config, tax.name)
+    if source is None:
+        source = SyntheticRows(tax, config.seed, config.rows, config.image_size, config.jpeg_quality)
+    elif len(source) != config.rows:
+        raise GenerateError(f"the row source has {len(source)} rows but rows={config.rows}; make them agree")
+    plan = plan_splits(config.rows, config.test_fraction, config.rows_per_shard, config.seed)
+
+    work = _prepare(out, overwrite=overwrite, resume=resume or shard is not None)
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    try:
+        with _progress(console, quiet) as bar:
+            task = bar.add_task(f"writing {out}", total=None)
+            result = write_shards(
+                source, work, plan, num_proc=config.num_proc, shard=shard,
+                on_start=lambda total, done: bar.update(task, total=total, completed=done),
+                progress=lambda rows: bar.advance(task, rows))
+    except WriteError as err:
+        raise GenerateError(str(err)) from None
+    except OSError as err:
+        raise GenerateError(f"cannot write to {work}: {err.strerror or err}; choose another --out") from None
+
+    if result.complete:
+        write_card(work, result, extra_sections=extra_sections)
+        if work != out:
+            _swap_in(work, out)
+    missing = len(plan.shards) - len(result.records)
+    return RunReport(out=out, rows=config.rows,
+                     rows_written=sum(result.records[n].rows for n in result.written),
+                     seconds=time.perf_counter() - t0,
+                     complete=result.complete, shards_written=result.written, shards_skipped=result.skipped,
+                     shards_missing=missing)
+
+
+def write_card(out: Path, result: WriteResult, extra_sections: dict[str, str] | None = None) -> Path:
+    """README.md and contact_sheet.png of a complete run, from its manifests and first training rows."""
+    params = read_run(out) or {}
+    first = out / DATA_DIR / next(s.name for s in result.plan.shards)
+    rows = pq.ParquetFile(first).iter_batches(batch_size=CONTACT_SHEET_ROWS,
+                                              columns=["category2_code", "category3_code", "full_price", IMAGE_COLUMN])
+    sample = next(rows).to_pylist()
+    atomic_write_bytes(out / CONTACT_SHEET_FILENAME, png_bytes(contact_sheet(sample)))
+    text = render_card(result.split_stats(), params, sizes=result.split_bytes(), extra_sections=extra_sections)
+    atomic_write_text(out / CARD_FILENAME, text)
+    return out / CARD_FILENAME
+
+
+def _prepare(out: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Check ``out`` before anything is written; return the folder to write into."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is a file" if probe == out else f"is inside a file ({probe})"
+        raise GenerateError(f"--out {out} {what}; choose a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise GenerateError(f"--out {out} is not writable ({probe} is read-only to you); choose another folder")
+
+    ours = out.is_dir() and (out / MANIFEST_DIR / "run.json").is_file()
+    non_empty = out.is_dir() and any(out.iterdir())
+    if overwrite and non_empty:
+        work = out.parent / f".{out.name}.incoming"
+        if work.exists() and not (resume and (work / MANIFEST_DIR / "run.json").is_file()):
+            shutil.rmtree(work)  # our own unfinished replacement from an earlier --overwrite
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+    if non_empty and not resume:
+        if ours:
+            raise GenerateError(f"--out {out} already holds a gen-samples run; add --resume to finish or check it, "
+                                "--overwrite to replace it, or choose another folder")
+        raise GenerateError(f"--out {out} is not empty; choose an empty or new folder, or pass --overwrite to replace it")
+    if non_empty and resume and not ours:
+        raise GenerateError(f"--out {out} holds no gen-samples run to resume; choose its run folder or an empty one")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GenerateError(f"cannot create --out {out}: {err.strerror or err}; choose another folder") from None
+    return out
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Replace ``out`` by the complete run in ``work``: two renames, then the old run is deleted."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.replace(out, old)
+    os.replace(work, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress(console: "Console", quiet: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    disable=quiet or not console.is_terminal, transient=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# In memory
+
+
+def generate(config: GenerateConfig) -> "datasets.DatasetDict":
+    """The dataset of ``config`` as an in-memory ``datasets.DatasetDict`` (for notebooks and small runs).
+
+    It is written to a temporary folder with the same code path as ``gen-samples`` and read back into
+    memory, so it is row for row the dataset ``generate_to_dir`` writes; the folder is then removed.
+    """
+    import datasets
+    import pyarrow as pa
+
+    from generator.schema import features
+
+    with tempfile.TemporaryDirectory(prefix="gen-samples-") as tmp:
+        out = Path(tmp) / "run"
+        write_run(config, out, quiet=True)
+        splits = {}
+        for split in ("train", "test"):
+            files = sorted((out / DATA_DIR).glob(f"{split}-*.parquet"))
+            if files:
+                table = pa.concat_tables(pq.read_table(f) for f in files)
+                splits[split] = datasets.Dataset(datasets.table.InMemoryTable(table),
+                                                 info=datasets.DatasetInfo(features=features()),
+                                                 split=datasets.NamedSplit(split))
+        return datasets.DatasetDict(splits)
+
+
+def image_of(row: dict[str, Any]):
+    """The PIL image of a raw row (``{"bytes", "path"}`` struct), for quick looks in a notebook."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(row[IMAGE_COLUMN]["bytes"]))

@@ -1,0 +1,176 @@
+"""``gen-samples``: argument parsing and error messages over :mod:`generator.api` (no logic here).
+
+    gen-samples --rows 3040 --seed 0 --out out/catalogue [--num-proc 2] [--push [REPO_ID] [--private]]
+    gen-samples --rows 1000000 --shard 3/16 --out /shared/run        # one machine of a fleet
+    gen-samples push out/catalogue --repo user/name [--private]       # push a run written earlier
+
+Bad input is one line on stderr starting with ``gen-samples: error:`` and exit code 2, with nothing
+written.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+
+PROG = "gen-samples"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        # argparse prefixes "argument --rows: "; our type checks already name the flag.
+        match = re.fullmatch(r"argument (\S+): (.*)", message, flags=re.S)
+        if match and match[2].startswith(match[1].split("/")[0]):
+            message = match[2]
+        _fail(message)
+
+
+def _fail(message: str, code: int = 2):
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number >= 1 (got {text!r})") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number >= 1 (got {text!r})")
+        return value
+    return parse
+
+
+def _non_negative_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number >= 0 (got {text!r})")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"--test-fraction must be a number from 0 to below 1, e.g. 0.1 (got {text!r})")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard must be i/N with 0 <= i < N, e.g. 0/4 (got {text!r})")
+    return i, n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from generator.api import GenerateConfig
+
+    d = GenerateConfig()
+    p = _Parser(prog=PROG, description="Generate a synthetic product catalogue (images + metadata) as parquet "
+                "shards with a dataset card. `gen-samples push DIR --repo ID` pushes a run written earlier.")
+    p.add_argument("--rows", type=_positive_int("--rows"), default=d.rows, help=f"rows in all (default {d.rows})")
+    p.add_argument("--seed", type=_non_negative_int("--seed"), default=d.seed, help="same seed, same bytes")
+    p.add_argument("--out", default=None, help="output folder (default out/<taxonomy>-<rows>rows-seed<seed>)")
+    p.add_argument("--image-size", type=_positive_int("--image-size"), default=d.image_size,
+                   help=f"square image side in pixels (default {d.image_size})")
+    p.add_argument("--test-fraction", type=_fraction, default=d.test_fraction,
+                   help=f"share of rows in the test split (default {d.test_fraction})")
+    p.add_argument("--taxonomy", default=d.taxonomy, metavar="NAME_OR_PATH",
+                   help="built-in taxonomy name or path to a .toml file (default burberry_us)")
+    p.add_argument("--rows-per-shard", type=_positive_int("--rows-per-shard"), default=d.rows_per_shard,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--jpeg-quality", type=_positive_int("--jpeg-quality"), default=d.jpeg_quality,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--num-proc", type=_positive_int("--num-proc"), default=d.num_proc,
+                   help="worker processes (the output is identical for any value)")
+    p.add_argument("--shard", type=_shard, default=None, metavar="i/N",
+                   help="write only this machine's share of the shard files (a fleet builds one dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new run is complete")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out (complete shards are kept)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--push", nargs="?", const="", default=None, metavar="REPO_ID",
+                   help="push to the Hugging Face Hub after writing (default repo: <user>/<brand>-<country>-<rows>-rows)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    return p
+
+
+def build_push_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} push", description="Push a run written by gen-samples to the Hugging Face Hub.")
+    p.add_argument("dir", help="the folder gen-samples wrote")
+    p.add_argument("--repo", default=None, help="REPO_ID, e.g. user/name (default <user>/<brand>-<country>-<rows>-rows)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["push"]:
+        args = build_push_parser().parse_args(argv[1:])
+        return _push(args.dir, args.repo or None, args.private)
+    args = build_parser().parse_args(argv)
+    return _generate(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from generator.api import GenerateConfig, GenerateError, write_run
+    from generator.taxonomy import TaxonomyError
+
+    console = Console(stderr=True)
+    try:
+        config = GenerateConfig(rows=args.rows, seed=args.seed, image_size=args.image_size,
+                                test_fraction=args.test_fraction, taxonomy=args.taxonomy, num_proc=args.num_proc,
+                                rows_per_shard=args.rows_per_shard, jpeg_quality=args.jpeg_quality, out=args.out)
+        report = write_run(config, args.out, overwrite=args.overwrite, resume=args.resume, shard=args.shard,
+                           quiet=args.quiet, console=console)
+    except (GenerateError, TaxonomyError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; complete shards are kept: run the same command with --resume to finish",
+              file=sys.stderr)
+        return 130
+    if not args.quiet:
+        done = "complete" if report.complete else f"{report.shards_missing} shard files still to come from other machines"
+        skipped = f", {len(report.shards_skipped)} shards already there" if report.shards_skipped else ""
+        console.print(f"{report.rows_written:,} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s)"
+                      f"{skipped} -> {report.out} ({done})", soft_wrap=True, highlight=False)
+        if not report.complete:
+            console.print("When every machine is done, run the same command without --shard and with --resume "
+                          "in the gathered folder to write the card.", soft_wrap=True, highlight=False)
+    if args.push is not None:
+        if not report.complete:
+            _fail("--push needs a complete run; push once every shard is written")
+        return _push(str(report.out), args.push or None, args.private)
+    return 0
+
+
+def _push(local_dir: str, repo_id: str | None, private: bool) -> int:
+    from generator import hub  # lazy: the Hub client is only needed to push
+
+    try:
+        hub.push_dataset(local_dir, repo_id, private=private)
+    except hub.PushError as err:
+        # One line: what went wrong, then where the data still is.
+        print(f"{PROG}: error: {' '.join(str(err).split())} (local copy kept at {local_dir})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
