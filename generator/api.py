@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from generator import taxonomy as taxonomy_mod
 from generator.card import CARD_FILENAME, CONTACT_SHEET_FILENAME, contact_sheet, png_bytes, render_card
 from generator.catalog import Catalog, Product
+from generator.privacy import PrivacyError
 from generator.schema import IMAGE_COLUMN
 from generator.taxonomy import Taxonomy
 from generator.writer import (DATA_DIR, MANIFEST_DIR, RowSource, WriteError, WriteResult, atomic_write_bytes,
@@ -57,6 +58,8 @@ class GenerateConfig:
     rows_per_shard: int = 1000
     jpeg_quality: int = 90
     out: str | None = None             # default: out/<taxonomy>-<rows>rows-seed<seed>
+    source: str | None = None          # a real catalogue to augment (table, folder, dataset id) instead of synthesis
+    privacy: str = "standard"          # strict | standard | off: the guard's thresholds (see generator.privacy)
 
     def __post_init__(self) -> None:
         checks = [
@@ -69,6 +72,7 @@ class GenerateConfig:
             (_is_int(self.rows_per_shard) and self.rows_per_shard >= 1, "rows_per_shard", "a whole number >= 1"),
             (_is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 95, "jpeg_quality", "a whole number from 1 to 95"),
         ]
+        checks.append((self.privacy in ("strict", "standard", "off"), "privacy", "one of strict, standard, off"))
         for ok, name, expected in checks:
             if not ok:
                 raise GenerateError(f"{name} must be {expected} (got {getattr(self, name)!r})")
@@ -151,6 +155,8 @@ class RunReport:
     rows_written: int             # rows this call generated (skipped shards excluded)
     seconds: float                # the whole call: rows, card and contact sheet
     complete: bool                # all shards present: card and contact sheet written
+    privacy_passed: bool = True   # the privacy report's verdict (True when the guard is off)
+    source_summary: str | None = None   # what reading the source catalogue kept and skipped
     shards_written: list[str] = field(default_factory=list)
     shards_skipped: list[str] = field(default_factory=list)
     shards_missing: int = 0
@@ -193,7 +199,13 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
     t0 = time.perf_counter()
     tax = taxonomy_mod.load(config.taxonomy)
     out = Path(out) if out is not None else Path(config.out) if config.out else default_out(config, tax.name)
-    if source is None:
+    catalog = None
+    if source is None and config.source:
+        catalog = _load_source(config.source)
+        from generator.augment import augmented_row_source
+
+        source = augmented_row_source(catalog, config.rows, config.seed, config.image_size, privacy=config.privacy)
+    elif source is None:
         source = SyntheticRows(tax, config.seed, config.rows, config.image_size, config.jpeg_quality)
     elif len(source) != config.rows:
         raise GenerateError(f"the row source has {len(source)} rows but rows={config.rows}; make them agree")
@@ -210,13 +222,20 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
                 source, work, plan, num_proc=config.num_proc, shard=shard,
                 on_start=lambda total, done: bar.update(task, total=total, completed=done),
                 progress=lambda rows: bar.advance(task, rows))
-    except WriteError as err:
+    except (WriteError, PrivacyError) as err:
         raise GenerateError(str(err)) from None
     except OSError as err:
         raise GenerateError(f"cannot write to {work}: {err.strerror or err}; choose another --out") from None
 
+    reports = None
     if result.complete:
-        write_card(work, result, extra_sections=extra_sections)
+        from generator.quality import write_reports
+
+        inner = getattr(source, "source", source)  # GuardedSource wraps the augmented rows
+        reports = write_reports(work, level=config.privacy, source=catalog,
+                                source_report=inner.report() if catalog is not None else None,
+                                rejections=result.rejections(), num_proc=config.num_proc)
+        write_card(work, result, extra_sections={**reports.sections, **(extra_sections or {})})
         if work != out:
             _swap_in(work, out)
     missing = len(plan.shards) - len(result.records)
@@ -224,7 +243,17 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
                      rows_written=sum(result.records[n].rows for n in result.written),
                      seconds=time.perf_counter() - t0,
                      complete=result.complete, shards_written=result.written, shards_skipped=result.skipped,
-                     shards_missing=missing)
+                     shards_missing=missing, privacy_passed=reports.privacy_passed if reports else True,
+                     source_summary=catalog.report.summary() if catalog is not None else None)
+
+
+def _load_source(ref: str):
+    from generator.sources import SourceError, load_source
+
+    try:
+        return load_source(ref)
+    except SourceError as err:
+        raise GenerateError(f"--source {err}") from None
 
 
 def write_card(out: Path, result: WriteResult, extra_sections: dict[str, str] | None = None) -> Path:

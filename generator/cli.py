@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=argparse.SUPPRESS)
     p.add_argument("--jpeg-quality", type=_positive_int("--jpeg-quality"), default=d.jpeg_quality,
                    help=argparse.SUPPRESS)
+    p.add_argument("--source", default=None, metavar="PATH_OR_HUB_ID",
+                   help="augment this real catalogue (CSV/parquet table, folder, saved dataset or Hub id) "
+                        "instead of synthesising rows")
+    p.add_argument("--privacy", choices=("strict", "standard", "off"), default=d.privacy,
+                   help=f"privacy guard thresholds; every dataset gets a privacy report (default {d.privacy})")
     p.add_argument("--num-proc", type=_positive_int("--num-proc"), default=d.num_proc,
                    help="worker processes (the output is identical for any value)")
     p.add_argument("--shard", type=_shard, default=None, metavar="i/N",
@@ -136,7 +141,8 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         config = GenerateConfig(rows=args.rows, seed=args.seed, image_size=args.image_size,
                                 test_fraction=args.test_fraction, taxonomy=args.taxonomy, num_proc=args.num_proc,
-                                rows_per_shard=args.rows_per_shard, jpeg_quality=args.jpeg_quality, out=args.out)
+                                rows_per_shard=args.rows_per_shard, jpeg_quality=args.jpeg_quality, out=args.out,
+                                source=args.source, privacy=args.privacy)
         report = write_run(config, args.out, overwrite=args.overwrite, resume=args.resume, shard=args.shard,
                            quiet=args.quiet, console=console)
     except (GenerateError, TaxonomyError) as err:
@@ -145,6 +151,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted; complete shards are kept: run the same command with --resume to finish",
               file=sys.stderr)
         return 130
+    if report.source_summary and not args.quiet:
+        console.print(f"source: {report.source_summary}", soft_wrap=True, highlight=False)
     if not args.quiet:
         done = "complete" if report.complete else f"{report.shards_missing} shard files still to come from other machines"
         skipped = f", {len(report.shards_skipped)} shards already there" if report.shards_skipped else ""
@@ -153,6 +161,9 @@ def _generate(args: argparse.Namespace) -> int:
         if not report.complete:
             console.print("When every machine is done, run the same command without --shard and with --resume "
                           "in the gathered folder to write the card.", soft_wrap=True, highlight=False)
+    if not report.privacy_passed:
+        _fail(f"the privacy check failed: see {report.out}/privacy_report.json; use --privacy strict or a larger "
+              "source, and do not share this dataset as it is", code=1)
     if args.push is not None:
         if not report.complete:
             _fail("--push needs a complete run; push once every shard is written")

@@ -155,6 +155,9 @@ class ShardRecord:
     sha256: str
     arrow_bytes: int                 # in-memory size: the card's dataset_info num_bytes
     stats: SplitStats = field(default_factory=SplitStats)
+    # Privacy-guard attempts rejected while writing this shard (reason -> count); kept per shard because
+    # worker processes count their own, and a resumed run must still report the whole dataset's.
+    rejections: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -163,7 +166,7 @@ class ShardRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ShardRecord":
-        return cls(**{**d, "stats": SplitStats.from_json(d["stats"])})
+        return cls(**{**d, "stats": SplitStats.from_json(d["stats"]), "rejections": d.get("rejections", {})})
 
 
 @dataclass
@@ -184,6 +187,13 @@ class WriteResult:
         for rec in self.records.values():
             out[rec.split].merge(rec.stats)
         return out
+
+    def rejections(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for rec in self.records.values():
+            for reason, count in rec.rejections.items():
+                total[reason] = total.get(reason, 0) + count
+        return dict(sorted(total.items()))
 
     def split_bytes(self) -> dict[str, tuple[int, int]]:
         """split -> (parquet bytes, arrow bytes)."""
@@ -353,6 +363,7 @@ def write_shard(source: RowSource, out: Path, plan: SplitPlan, spec: ShardSpec,
     stats = SplitStats()
     arrow_bytes = 0
     indices = plan.source_indices(spec)
+    rejected_before = dict(getattr(source, "rejections", {}))
     try:
         # Statistics on the JPEG column would put kilobytes of image bytes in every footer.
         with pq.ParquetWriter(tmp, schema, write_statistics=[n for n, _ in METADATA_COLUMNS]) as writer:
@@ -369,8 +380,10 @@ def write_shard(source: RowSource, out: Path, plan: SplitPlan, spec: ShardSpec,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    rejected = {k: v - rejected_before.get(k, 0) for k, v in getattr(source, "rejections", {}).items()}
     rec = ShardRecord(name=spec.name, split=spec.split, rows=spec.rows, bytes=final.stat().st_size,
-                      sha256=_sha256(final), arrow_bytes=arrow_bytes, stats=stats)
+                      sha256=_sha256(final), arrow_bytes=arrow_bytes, stats=stats,
+                      rejections={k: v for k, v in sorted(rejected.items()) if v})
     atomic_write_text(out / MANIFEST_DIR / f"{spec.name}.json", json.dumps(rec.to_json(), sort_keys=True))
     return rec
 

@@ -212,3 +212,48 @@ def test_machines_sharing_one_folder_need_no_extra_step(tmp_path, capsys):
     assert not (tmp_path / "o" / "README.md").exists()
     assert _run([*args, "--shard", "0/2"], capsys)[0] == 0
     assert (tmp_path / "o" / "README.md").is_file()  # the last machine to finish writes the card
+
+
+SOURCE = Path(__file__).resolve().parent.parent / "samples" / "source_catalog"
+
+
+def test_source_run_reports_skips_and_writes_private_faithful_rows(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "aug"
+    code, err = _run(["--source", str(SOURCE), "--rows", "300", "--image-size", "64", "--out", str(out),
+                      "--privacy", "strict"], capsys)
+    assert code == 0, err
+    said = " ".join(err)
+    assert "read 340 rows, kept 312, skipped 28" in said and "image_truncated" in said
+    privacy = json.loads((out / "privacy_report.json").read_text())
+    assert privacy["passed"] and privacy["rows"] == 300
+    assert privacy["exact_copies"]["rows"] == 0 and privacy["identifiers"]["rows_with_source_identifier"] == 0
+    for key in ("metadata_dcr", "image_dcr_bits"):
+        assert privacy[key]["generated"]["p5"] >= privacy[key]["source_baseline"]["p5"]
+    card = (out / "README.md").read_text()
+    assert "## Privacy" in card and "## Fidelity" in card and "## Source catalogue" in card
+    assert json.loads((out / "fidelity_report.json").read_text())["overall_score"] > 0.8
+
+
+def test_synthetic_runs_get_a_privacy_report_unless_off(tmp_path, capsys):
+    on, off = tmp_path / "on", tmp_path / "off"
+    assert _run([*SMALL, "--out", str(on)], capsys)[0] == 0
+    assert _run([*SMALL, "--out", str(off), "--privacy", "off"], capsys)[0] == 0
+    assert (on / "privacy_report.json").is_file() and "## Privacy" in (on / "README.md").read_text()
+    assert not (off / "privacy_report.json").exists()
+    # The guard reports; it does not change what synthetic rows are.
+    assert (on / "data" / "train-00000-of-00001.parquet").read_bytes() == \
+        (off / "data" / "train-00000-of-00001.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda tmp: tmp / "nope.csv", "no such file or folder"),
+    (lambda tmp: (tmp / "empty.csv").write_text("a,b\n1,2\n") and tmp / "empty.csv", "missing column 'title'"),
+])
+def test_bad_source_is_one_line_and_writes_nothing(tmp_path, capsys, make, expected):
+    out = tmp_path / "out"
+    code, err = _run([*SMALL, "--source", str(make(tmp_path)), "--out", str(out)], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("gen-samples: error: --source ")
+    assert expected in err[0]
+    assert not out.exists() or not any(out.iterdir())

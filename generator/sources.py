@@ -1,0 +1,581 @@
+"""Read a real product catalogue into clean, typed rows: the input of augmentation and of the privacy guard.
+
+A source is any of:
+
+* a parquet or CSV table with the DBQ columns ("Burberry product prices, United States" and its siblings);
+* the layout the public fine-tuning recipe leaves behind: a CSV beside an ``images/`` folder, with a
+  ``local_image_path`` column;
+* a folder holding such tables (every top-level ``*.csv`` / ``*.parquet`` is read, or those in its
+  ``data/`` folder, as a hub repo or a gen-samples run lays them out; images resolved from ``images/``);
+* a folder written by ``datasets.save_to_disk``, or a Hugging Face dataset id (read with
+  ``datasets.load_dataset``, so it works offline from the local cache; the public DBQ tables carry only
+  ``imageurl``, so point ``SourceConfig.images_dir`` at the downloaded images).
+
+Images may come as bytes (an ``image`` column, plain or the ``datasets`` ``{"bytes", "path"}`` struct), as
+paths, or only as ``imageurl`` values whose files were downloaded earlier: an URL maps to the file in the
+images folder named by the URL's last path segment (any extension) or by ``sha1(url)[:16]``. Nothing is
+ever fetched.
+
+Real tables are messy. Every row is either kept (perhaps after a counted repair) or skipped with a
+reason; nothing here raises on a bad row. :class:`SourceError` (one line: what is wrong, what to do) is
+raised only when the source as a whole cannot be read.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import re
+import unicodedata
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pyarrow as pa
+from PIL import Image, ImageOps
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+NA_CATEGORY = "N.A."
+# The public tables use a few characters ("None", "null", "#N/A") where the scraper found no image.
+JUNK_URL_MAX_LEN = 8
+# Refuse decompression bombs but allow the largest real product shots (about 4000 x 5000).
+MAX_IMAGE_PIXELS = 40_000_000
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_MISSING_TEXT = {"", "nan", "none", "null", "n/a", "#n/a", "na", "-"}
+
+
+class SourceError(ValueError):
+    """The source cannot be read at all; ``str(err)`` is one line naming the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    max_side: int = 512             # larger source images are downscaled once, at load: augmentation
+                                    # never needs more and 3,000 full-size photos would not fit in memory
+    jpeg_quality: int = 95          # normalised images are re-encoded (which also drops EXIF, GPS included)
+    images_dir: str | None = None   # where downloaded images live; default: "images" beside each table
+    split: str | None = None        # for dataset folders / hub ids: None reads "train", else every split
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One usable source row: the DBQ metadata, typed, plus a normalised RGB JPEG."""
+
+    website_name: str
+    competence_date: str
+    country_code: str
+    currency_code: str
+    brand: str
+    category1_code: str
+    category2_code: str
+    category3_code: str
+    product_code: str               # kept as text: one table stores it as int64, another as a string
+    title: str
+    itemurl: str
+    imageurl: str
+    full_price: float
+    price: float
+    full_price_eur: float | None
+    price_eur: float | None
+    flg_discount: int
+    image: bytes                    # RGB JPEG; b"" for rows that were skipped
+    origin: str                     # "catalog.csv row 17": where to look when a row surprises you
+
+
+@dataclass
+class SkipReport:
+    """What reading did to each row: dropped (``skipped``) or kept after a fix (``repaired``)."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, origin: str) -> None:
+        self.skipped[reason] += 1
+        self._example(reason, origin)
+
+    def repair(self, note: str, origin: str) -> None:
+        self.repaired[note] += 1
+        self._example(note, origin)
+
+    def _example(self, key: str, origin: str) -> None:
+        shown = self.examples.setdefault(key, [])
+        if len(shown) < 3:
+            shown.append(origin)
+
+    @property
+    def rows_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept, "rows_skipped": self.rows_skipped,
+                "skipped": dict(sorted(self.skipped.items())), "repaired": dict(sorted(self.repaired.items())),
+                "examples": {k: list(v) for k, v in sorted(self.examples.items())}}
+
+    def summary(self) -> str:
+        """A few lines for a terminal: read/kept counts, then one line per reason."""
+        lines = [f"read {self.rows_read} rows, kept {self.rows_kept}, skipped {self.rows_skipped}"]
+        lines += [f"  skipped {n:>4}  {reason}" for reason, n in sorted(self.skipped.items())]
+        lines += [f"  fixed   {n:>4}  {note}" for note, n in sorted(self.repaired.items())]
+        return "\n".join(lines)
+
+
+@dataclass
+class SourceCatalog:
+    """A read catalogue: the usable rows, what was skipped, and every identifier seen (kept or not)."""
+
+    rows: tuple[SourceRow, ...]
+    report: SkipReport
+    origin: str
+    dropped: tuple[SourceRow, ...] = ()    # skipped rows whose metadata could be read (image = b"")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def all_rows(self) -> tuple[SourceRow, ...]:
+        """Kept and dropped rows: what the privacy guard must never reproduce, usable or not."""
+        return self.rows + self.dropped
+
+    def identifiers(self) -> frozenset[str]:
+        """Every real identifier: product codes, item and image URLs, and the ids inside those URLs."""
+        found: set[str] = set()
+        for row in self.all_rows():
+            found.update(row_identifiers(row.product_code, row.itemurl, row.imageurl))
+        return frozenset(found)
+
+    def to_table(self, with_images: bool = False) -> pa.Table:
+        """The kept rows as an Arrow table with the schema's metadata columns (``product_code`` as text)."""
+        names = [f.name for f in fields(SourceRow) if f.name not in ("image", "origin")]
+        data = {n: [getattr(r, n) for r in self.rows] for n in names}
+        if with_images:
+            data["image"] = [{"bytes": r.image, "path": None} for r in self.rows]
+        return pa.table(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Identifiers
+
+
+_URL_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\d{6,}")
+
+
+def row_identifiers(product_code: str, itemurl: str, imageurl: str) -> set[str]:
+    """The identifying strings of one row, lower-cased: a generated row must contain none of them."""
+    ids: set[str] = set()
+    code = (product_code or "").strip().lower()
+    if len(code) >= 4:
+        ids.add(code)
+    for url in (itemurl, imageurl):
+        url = (url or "").strip()
+        if is_junk_url(url):
+            continue
+        ids.add(url.lower())
+        # The asset id or product number inside a URL identifies the row even under another domain.
+        ids.update(m.group(0).lower() for m in _URL_ID.finditer(url))
+    return ids
+
+
+def is_junk_url(value: str | None) -> bool:
+    text = (value or "").strip()
+    return len(text) <= JUNK_URL_MAX_LEN or "://" not in text
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def load_source(source: str | Path | Sequence[str | Path], config: SourceConfig = SourceConfig()) -> SourceCatalog:
+    """Read one source (a table, a folder, a dataset folder or a hub id) or several tables as one catalogue.
+
+    Duplicated product codes are resolved across all the tables: the first row read wins.
+    """
+    paths = [source] if isinstance(source, (str, Path)) else list(source)
+    if not paths:
+        raise SourceError("no source given; pass a CSV/parquet path, a folder or a dataset id")
+    reader = _Reader(config)
+    for one in paths:
+        for table_name, records, base in _open(one, config):
+            reader.read_table(table_name, records, base)
+    label = ", ".join(str(p) for p in paths)
+    if not reader.rows:
+        raise SourceError(f"{label}: no usable rows ({reader.report.rows_read} read; "
+                          f"{_top_reasons(reader.report)}); check the columns and the images folder")
+    reader.report.rows_kept = len(reader.rows)
+    return SourceCatalog(rows=tuple(reader.rows), report=reader.report, origin=label,
+                         dropped=tuple(reader.dropped))
+
+
+def _top_reasons(report: SkipReport) -> str:
+    if not report.skipped:
+        return "nothing skipped"
+    return ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common(3))
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening: each opener yields (name for messages, iterable of raw dict records, folder images resolve from)
+
+
+def _open(source: str | Path, config: SourceConfig) -> Iterator[tuple[str, Iterable[dict], Path | None]]:
+    path = Path(source).expanduser()
+    if path.is_file():
+        yield path.name, _read_table_file(path), path.parent
+    elif path.is_dir():
+        if _is_saved_dataset(path):
+            yield from _open_dataset(path, config, from_disk=True)
+            return
+        tables = _tables_in(path) or _tables_in(path / "data")  # data/: a hub repo's or gen-samples' layout
+        if not tables:
+            raise SourceError(f"{path}: no *.csv or *.parquet table and no saved dataset in this folder; "
+                              "point --source at the table file or at a folder that holds one")
+        for table in tables:
+            yield table.name, _read_table_file(table), path
+    elif _HF_ID.match(str(source)) and not str(source).startswith((".", "/")):
+        yield from _open_dataset(str(source), config, from_disk=False)
+    else:
+        raise SourceError(f"{source}: no such file or folder, and not a dataset id like 'owner/name'; "
+                          "check the path")
+
+
+def _tables_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file())
+
+
+def _read_table_file(path: Path) -> Iterable[dict]:
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise SourceError(f"{path}: not a readable parquet file ({_first_line(err)}); "
+                              "re-export the table") from None
+        return _arrow_records(table)
+    if path.suffix.lower() == ".csv":
+        try:
+            # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename the first column.
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            text = path.read_text(encoding="latin-1")
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    raise SourceError(f"{path}: unsupported file type {path.suffix!r}; give a .csv or .parquet table")
+
+
+def _arrow_records(table: pa.Table) -> Iterator[dict]:
+    for batch in table.to_batches(max_chunksize=512):
+        yield from batch.to_pylist()
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _open_dataset(ref: str | Path, config: SourceConfig, from_disk: bool):
+    import datasets
+
+    try:
+        if from_disk:
+            loaded = datasets.load_from_disk(str(ref))
+        else:
+            loaded = datasets.load_dataset(str(ref))
+    except Exception as err:  # datasets raises many types (offline, missing, bad config): one message for all
+        where = "this folder" if from_disk else "the hub or the local cache (offline: download it once first)"
+        raise SourceError(f"{ref}: could not load the dataset from {where} ({_first_line(err)})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if config.split is not None:
+            names = [config.split]
+        else:
+            names = ["train"] if "train" in loaded else list(loaded)
+        missing = [n for n in names if n not in loaded]
+        if missing:
+            raise SourceError(f"{ref}: no split {missing[0]!r}; it has {', '.join(loaded)}")
+        splits = [(f"{ref}[{n}]", loaded[n]) for n in names]
+    else:
+        splits = [(str(ref), loaded)]
+    for name, ds in splits:
+        for column, feature in ds.features.items():
+            # Raw bytes, not decoded PIL images: decoding is ours to do, row by row, without crashing.
+            if isinstance(feature, datasets.Image):
+                ds = ds.cast_column(column, datasets.Image(decode=False))
+        yield name, _dataset_records(ds), Path(ref) if from_disk else None
+
+
+def _dataset_records(ds) -> Iterator[dict]:
+    for batch in ds.with_format("arrow").iter(batch_size=512):
+        yield from batch.to_pylist()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Row cleaning
+
+
+class _Reader:
+    def __init__(self, config: SourceConfig):
+        self.config = config
+        self.report = SkipReport()
+        self.rows: list[SourceRow] = []
+        self.dropped: list[SourceRow] = []
+        self.seen_codes: set[str] = set()
+        self._image_index: dict[Path, dict[str, Path]] = {}
+
+    def read_table(self, name: str, records: Iterable[dict], base: Path | None) -> None:
+        images_dir = Path(self.config.images_dir) if self.config.images_dir else (base / "images" if base else None)
+        checked = False
+        for i, raw in enumerate(records):
+            record = {str(k).strip().lower(): v for k, v in raw.items()}
+            if not checked:
+                _check_columns(name, record)
+                checked = True
+            self.report.rows_read += 1
+            self.read_row(record, f"{name} row {i + 1}", base, images_dir)
+
+    def read_row(self, record: dict, origin: str, base: Path | None, images_dir: Path | None) -> None:
+        meta, notes = self._metadata(record)
+        code = meta["product_code"]
+        if not meta["title"]:
+            return self._drop("missing_title", origin, meta)
+        if meta["full_price"] is None:
+            return self._drop("missing_price", origin, meta)
+        if meta["full_price"] <= 0:
+            return self._drop("zero_price", origin, meta)
+        if code and code in self.seen_codes:
+            # Real listings repeat a product under several categories; one copy is enough to learn from.
+            return self._drop("duplicate_product_code", origin, meta)
+        image, problem = self._image(record, base, images_dir)
+        if image is None:
+            return self._drop(problem, origin, meta)
+        if code:
+            self.seen_codes.add(code)
+        if meta["price"] is None or meta["price"] <= 0:
+            meta["price"] = meta["full_price"]
+            notes.append("price_missing_set_to_full_price")
+        if meta["category3_code"] == NA_CATEGORY:
+            notes.append("category3_na_kept")
+        if any(not meta[c].isascii() for c in ("category1_code", "category2_code", "category3_code")):
+            notes.append("non_english_category_kept")
+        if not meta["title"].isascii():
+            notes.append("unicode_title_kept")
+        if problem != "RGB":
+            notes.append(f"image_mode_{problem}_to_RGB")
+        # Fixes are counted for kept rows only: a dropped row's repairs would only muddle the report.
+        for note in notes:
+            self.report.repair(note, origin)
+        self.rows.append(SourceRow(**meta, image=image, origin=origin))
+
+    def _drop(self, reason: str, origin: str, meta: dict) -> None:
+        self.report.skip(reason, origin)
+        self.dropped.append(SourceRow(**meta, image=b"", origin=origin))
+
+    def _metadata(self, r: dict) -> tuple[dict, list[str]]:
+        notes: list[str] = []
+        full_price = _number(r.get("full_price"))
+        price = _number(r.get("price"))
+        category3 = _text(r.get("category3_code"))
+        if not category3:
+            category3 = NA_CATEGORY
+            notes.append("category3_missing_set_na")
+        code = _code(r.get("product_code"))
+        if isinstance(r.get("product_code"), str) and code and r.get("product_code") != code:
+            notes.append("product_code_text_normalised")
+        imageurl = str(r.get("imageurl") or "").strip()
+        if imageurl and is_junk_url(imageurl):
+            notes.append("junk_imageurl_blanked")
+            imageurl = ""
+        discount = _number(r.get("flg_discount"))
+        meta = {
+            "website_name": _text(r.get("website_name")),
+            "competence_date": _text(r.get("competence_date")),
+            "country_code": _text(r.get("country_code")),
+            "currency_code": _text(r.get("currency_code")),
+            "brand": _text(r.get("brand")),
+            "category1_code": _text(r.get("category1_code")) or NA_CATEGORY,
+            "category2_code": _text(r.get("category2_code")) or NA_CATEGORY,
+            "category3_code": category3,
+            "product_code": code,
+            "title": _text(r.get("title")),
+            "itemurl": _text(r.get("itemurl")),
+            "imageurl": imageurl,
+            "full_price": full_price,
+            "price": price,
+            "full_price_eur": _number(r.get("full_price_eur")),
+            "price_eur": _number(r.get("price_eur")),
+            "flg_discount": int(discount) if discount is not None else int(
+                price is not None and full_price is not None and 0 < price < full_price),
+        }
+        return meta, notes
+
+    # -- images -------------------------------------------------------------------------------------
+    def _image(self, r: dict, base: Path | None, images_dir: Path | None) -> tuple[bytes | None, str]:
+        data, where = self._image_bytes(r, base, images_dir)
+        if data is None:
+            return None, where
+        return self._normalise(data)
+
+    def _image_bytes(self, r: dict, base: Path | None, images_dir: Path | None) -> tuple[bytes | None, str]:
+        """Raw bytes of the row's image, or (None, reason)."""
+        value = r.get("image")
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return bytes(value["bytes"]), "bytes"
+            value = value.get("path")
+        if isinstance(value, (bytes, bytearray)) and value:
+            return bytes(value), "bytes"
+        candidates = [text for text in (_text(v) for v in (value, r.get("local_image_path"), r.get("image_path"))
+                                        if isinstance(v, str)) if text]
+        for text in candidates:
+            found = self._find_file(text, base, images_dir)
+            if found is not None:
+                return found.read_bytes(), "path"
+        url = str(r.get("imageurl") or "").strip()
+        if url and not is_junk_url(url):
+            found = self._find_downloaded(url, images_dir)
+            if found is not None:
+                return found.read_bytes(), "url"
+        if candidates:
+            return None, "image_file_missing"
+        if url:
+            return None, "junk_imageurl_no_image" if is_junk_url(url) else "image_not_downloaded"
+        return None, "no_image"
+
+    def _find_file(self, text: str, base: Path | None, images_dir: Path | None) -> Path | None:
+        path = Path(text).expanduser()
+        for candidate in ([path] if path.is_absolute() else [p / path for p in (base, images_dir) if p]):
+            if candidate.is_file():
+                return candidate
+        # The recipe's CSV often carries absolute paths from the machine that made it (/content/images/..):
+        # fall back to the file's name in the local images folder.
+        return self._index(images_dir).get(path.name.lower()) if images_dir else None
+
+    def _find_downloaded(self, url: str, images_dir: Path | None) -> Path | None:
+        if images_dir is None:
+            return None
+        index = self._index(images_dir)
+        stem = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1].lower()
+        digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:16]
+        for key in (stem, Path(stem).stem, digest):
+            if key in index:
+                return index[key]
+        return None
+
+    def _index(self, images_dir: Path) -> dict[str, Path]:
+        """name and stem (lower-case) -> file, built once per folder: a glob per row is slow on 3,000 rows."""
+        if images_dir not in self._image_index:
+            index: dict[str, Path] = {}
+            if images_dir.is_dir():
+                for p in sorted(images_dir.iterdir()):
+                    if p.is_file():
+                        index.setdefault(p.name.lower(), p)
+                        index.setdefault(p.stem.lower(), p)
+            self._image_index[images_dir] = index
+        return self._image_index[images_dir]
+
+    def _normalise(self, data: bytes) -> tuple[bytes | None, str]:
+        """Decode fully (so truncation shows now, not mid-run), convert to RGB, cap the size, re-encode.
+
+        Returns (jpeg, the original mode) or (None, why it failed)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    return None, "image_too_large"
+                img.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            return None, "image_too_large"
+        except OSError as err:
+            return None, "image_truncated" if "truncated" in str(err).lower() else "image_corrupt"
+        except (ValueError, SyntaxError, Image.UnidentifiedImageError):
+            return None, "image_corrupt"
+        mode = img.mode
+        img = ImageOps.exif_transpose(img)
+        if mode != "RGB":
+            img = to_rgb(img)
+        side = self.config.max_side
+        if max(img.size) > side:
+            img.thumbnail((side, side), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        img.save(out, format="JPEG", quality=self.config.jpeg_quality, subsampling=0)
+        return out.getvalue(), mode
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any PIL mode -> RGB; transparency goes onto white, as product shots are shown on white."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit / float greyscale: scale to 8 bits instead of clipping everything to white.
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else arr * 0
+        img = Image.fromarray(arr.astype("uint8"), "L")
+    return img.convert("RGB")
+
+
+# --------------------------------------------------------------------------------------------------
+# Cell parsers: forgiving, never raising
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = unicodedata.normalize("NFC", str(value)).strip()
+    text = " ".join(text.split())
+    return "" if text.lower() in _MISSING_TEXT else text
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = re.sub(r"[^\d.\-eE]", "", str(value).replace(",", ""))
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+    return number if math.isfinite(number) else None
+
+
+def _code(value: Any) -> str:
+    """Product code as text: 80712345, "80712345", " 80712345.0" all give "80712345"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    if re.fullmatch(r"\d+\.0+", text):
+        text = text.split(".")[0]
+    return "" if text.lower() in _MISSING_TEXT else text
+
+
+_REQUIRED = ("title", "category3_code", "full_price")
+
+
+def _check_columns(name: str, record: dict) -> None:
+    missing = [c for c in _REQUIRED if c not in record]
+    if missing:
+        raise SourceError(f"{name}: missing column {missing[0]!r} (has: {', '.join(list(record)[:8])}); "
+                          f"a source table needs the DBQ columns {', '.join(_REQUIRED)} and an image")
+    if not ({"image", "local_image_path", "image_path", "imageurl"} & set(record)):
+        raise SourceError(f"{name}: no image column; add 'image' (bytes or path), 'local_image_path', "
+                          "or 'imageurl' with the downloaded files in an images/ folder beside the table")
