@@ -1,7 +1,8 @@
 """Speed levers for the training step, and the presets that bundle the ones that paid off.
 
-Measured on one H100 with the phi3v-shape model, LoRA r=16, batch 16, answer-only loss
-(bench/results/h100_levers.json has every figure):
+Measured on one H100 with the phi3v-shape model, LoRA r=16, batch 16, answer-only loss, when these
+levers were first tried (those raw figures were not kept; bench/results/ holds the H200 re-measurement
+of the presets, made by bench/gpu/run.sh):
 
 - eager, autocast bf16:                         24.6 samples/s, 51.8 GiB
 - + torch.compile of each decoder layer:        44.8 samples/s, 43.5 GiB  (fuses the fp32 RMSNorm,
@@ -31,13 +32,16 @@ class SpeedConfig:
     # wants). Lower values trade recomputation for memory without a second forward of whole layers.
     activation_memory_budget: float = 1.0
     batch_size: int | None = None  # a preset may suggest a batch size; an explicit flag wins
+    # LoRA dropout writes a masked copy of every adapted layer's input (and keeps it for backward):
+    # pure memory traffic at the scale of the activations. None keeps the run's setting.
+    lora_dropout: float | None = None
 
 
 PRESETS: dict[str, SpeedConfig] = {
     "none": SpeedConfig(),
-    "fast": SpeedConfig(compile_layers=True, activation_memory_budget=1.0, batch_size=16),
-    "balanced": SpeedConfig(compile_layers=True, activation_memory_budget=0.5, batch_size=16),
-    "low-memory": SpeedConfig(compile_layers=True, activation_memory_budget=0.1, batch_size=16),
+    "fast": SpeedConfig(compile_layers=True, activation_memory_budget=1.0, batch_size=16, lora_dropout=0.0),
+    "balanced": SpeedConfig(compile_layers=True, activation_memory_budget=0.5, batch_size=16, lora_dropout=0.0),
+    "low-memory": SpeedConfig(compile_layers=True, activation_memory_budget=0.1, batch_size=16, lora_dropout=0.0),
 }
 
 

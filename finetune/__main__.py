@@ -1,0 +1,4 @@
+"""``python -m finetune`` is ``run-finetune``."""
+from finetune.cli import main
+
+raise SystemExit(main())

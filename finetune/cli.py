@@ -1,0 +1,165 @@
+"""``run-finetune``: argument parsing and error messages over :func:`finetune.train.train` (no logic here).
+
+    run-finetune --dataset out/catalogue --model tiny --max-steps 200
+    run-finetune --config run.toml --lr 1e-4           # flags win over the file
+    run-finetune                                        # generates the default catalogue, then trains
+
+Bad input is one line on stderr starting with ``run-finetune: error:`` and exit code 2; out of memory
+and other failures at run time exit 1; Ctrl-C exits 130 with a hint about ``--resume``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "run-finetune"
+# The product's default catalogue, as `gen-samples` makes it with no flags: both tools share its folder.
+DEFAULT_ROWS = 3040
+DEBUG_ENV = "RUN_FINETUNE_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        match = re.fullmatch(r"argument (\S+): (.*)", message, flags=re.S)
+        if match and match[2].startswith(match[1].split("/")[0]):
+            message = match[2]
+        _fail(message)
+
+
+def _fail(message: str, code: int = 2):
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _number(flag: str, kind: type, minimum: float, strict: bool = False):
+    what = {int: "a whole number", float: "a number"}[kind]
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{flag} must be {what} {bound} (got {text!r})")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Every default is SUPPRESS: a flag that is not given leaves the config file's value (or the
+    # FinetuneConfig default) alone, which is how flags win over the file and nothing else does.
+    p = _Parser(prog=PROG, argument_default=argparse.SUPPRESS,
+                description="Fine-tune a vision-language model on a product catalogue and evaluate it against "
+                            "baselines. Without --dataset, the default synthetic catalogue is generated "
+                            f"({DEFAULT_ROWS} rows, reused when already there).")
+    p.add_argument("--config", metavar="FILE", help="settings from a .toml or .yaml file; flags override them")
+    p.add_argument("--dataset", metavar="DIR_OR_REPO", help="a gen-samples folder, a saved dataset or a Hub dataset id")
+    p.add_argument("--model", help="tiny | phi3v-shape (built-in, random weights) | a local path | a cached Hub id")
+    p.add_argument("--method", choices=("lora", "full"), help="LoRA adapters (default) or full fine-tuning")
+    p.add_argument("--epochs", type=_number("--epochs", float, 0, strict=True))
+    p.add_argument("--batch-size", type=_number("--batch-size", int, 1))
+    p.add_argument("--grad-accum", type=_number("--grad-accum", int, 1), help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=_number("--lr", float, 0, strict=True), help="peak learning rate")
+    p.add_argument("--max-steps", type=_number("--max-steps", int, 0), help="optimizer steps; > 0 overrides --epochs")
+    p.add_argument("--eval-every", type=_number("--eval-every", int, 0), help="steps between evaluations (0: at the end)")
+    p.add_argument("--save-every", type=_number("--save-every", int, 0), help="steps between checkpoints (0: at the end)")
+    p.add_argument("--seed", type=_number("--seed", int, 0))
+    p.add_argument("--out", metavar="DIR", help="the run folder (default runs/finetune)")
+    p.add_argument("--wandb-project", metavar="NAME")
+    p.add_argument("--no-wandb", action="store_true", help="no Weights & Biases (else offline without an API key)")
+    p.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction,
+                   help="allow models that run their own code (Phi-3-vision)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last checkpoint")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
+    p.add_argument("--num-workers", type=_number("--num-workers", int, 0), help="DataLoader worker processes")
+    p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1), help="evaluate on the first N test rows")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None):
+    """The ``FinetuneConfig`` of a command line: the config file, then the flags on top."""
+    from .config import load_config
+
+    overrides = vars(build_parser().parse_args(argv))
+    path = overrides.pop("config", None)
+    return load_config(path, **overrides)
+
+
+def default_dataset(console) -> str:
+    """The default catalogue's folder, generated once; a second run reuses (or finishes) it."""
+    from generator.api import GenerateConfig, default_out, generate_to_dir
+
+    config = GenerateConfig(rows=DEFAULT_ROWS)
+    out = default_out(config)
+    console.print(f"no --dataset: using the default catalogue in {out} (generated if missing)", highlight=False)
+    # resume=True: a complete folder is verified and kept, an interrupted one is finished.
+    return str(generate_to_dir(config, out, resume=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .config import FinetuneError
+
+    try:
+        config = parse_config(argv)
+    except FinetuneError as err:
+        _fail(str(err), err.exit_code)
+    return _run(config)
+
+
+def _run(config) -> int:
+    from rich.console import Console
+
+    from generator.api import GenerateError
+
+    from .config import FinetuneError
+
+    console = Console(stderr=True)
+    try:
+        if config.dataset is None:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise FinetuneError("several processes would all generate the default catalogue at once: run "
+                                    "gen-samples first and pass its folder with --dataset")
+            config.dataset = default_dataset(console)
+        from .train import train
+
+        result = train(config, console=console)
+    except (FinetuneError, GenerateError) as err:
+        _fail(str(err), getattr(err, "exit_code", 2))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; {_resume_hint(config)}", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - a failure at run time is one line too, unless debugging
+        if os.environ.get(DEBUG_ENV):
+            raise
+        # train() turns an OOM in a training step into a FinetuneError; this catches the rest
+        # (model loading, evaluation), without importing torch here.
+        if type(err).__name__ in ("OutOfMemoryError", "MemoryError"):
+            _fail("out of memory: lower --batch-size (evaluation uses twice that) and raise --grad-accum to keep "
+                  "the effective batch, or add --gradient-checkpointing", 1)
+        first = (str(err).strip().splitlines() or [""])[0]
+        _fail(f"{type(err).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", 1)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, rank 0 speaks for the run
+        console.print(f"done: {result.steps} steps, results in {result.out}", highlight=False)
+    return 0
+
+
+def _resume_hint(config) -> str:
+    from .train import latest_checkpoint
+
+    if config.dataset is None:
+        return "the default catalogue was being generated: run the same command again to finish it"
+    out = Path(config.out)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        return f"no checkpoint was written to {out} yet, so there is nothing to resume"
+    return f"the last checkpoint is {checkpoint}: run the same command with --resume to continue from it"

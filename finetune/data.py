@@ -1,0 +1,340 @@
+"""Dataset -> batches: loading, the prompt, label masking, collation and length-grouped batching.
+
+A training sequence is ``prompt ids + answer ids``, each tokenized on its own: generation starts
+from exactly the prompt ids, so the model learns the continuation it will be asked for. Labels are
+``-100`` on the prompt (and its image tokens) and on padding; only the answer, closing ``<|end|>``
+included, is learned.
+"""
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator.schema import ANSWER_TEMPLATE, IMAGE_COLUMN, REQUIRED_FOR_FINETUNE
+
+from .config import FinetuneError
+
+IGNORE_INDEX = -100
+INDEX_KEY = "_index"      # dataset row index carried through a batch (for predictions)
+SKIPPED_KEY = "_skipped"  # rows of the batch dropped because their image could not be read
+
+
+# --------------------------------------------------------------------------------------------
+# Text
+
+
+def format_price(value: float) -> str:
+    """The price as the public table and recipe print it: Python's ``str`` of the float.
+
+    ``1890`` and ``1890.0`` both give ``"1890.0"``, ``2050.5`` gives ``"2050.5"``: the recipe
+    formatted the table's float64 column with an f-string, so its answers always carry one decimal.
+    """
+    return str(float(value))
+
+
+def answer_text(row: dict) -> str:
+    """The answer of a row, without the closing end-of-turn token."""
+    return ANSWER_TEMPLATE.format(
+        title=row["title"], category3_code=row["category3_code"], full_price=format_price(row["full_price"])
+    )
+
+
+def phi3_prompt(question: str, image_token: str) -> str:
+    """Phi-3-vision's chat format, as in the public recipe."""
+    return f"<|user|>\n{image_token}\n{question}<|end|>\n<|assistant|>\n"
+
+
+def build_prompt(loaded, question: str) -> str:
+    """The prompt for a model: Phi-3's format, or the processor's own chat template."""
+    if loaded.phi3_chat:
+        return phi3_prompt(question, loaded.image_token)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return loaded.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_splits(source: str, *, seed: int = 0, test_fraction: float = 0.1):
+    """A ``DatasetDict`` with ``train`` and ``test`` from a local dir or a Hub dataset id.
+
+    Local dirs may hold parquet (as ``gen-samples`` writes) or a ``save_to_disk`` dataset. A dataset
+    without a test split gets one carved from train (seeded); ``validation`` serves as test if present.
+    The image column is left undecoded: DataLoader workers decode it.
+    """
+    import datasets
+
+    dsd = _load_any(source)
+    if isinstance(dsd, datasets.Dataset):
+        dsd = datasets.DatasetDict({"train": dsd})
+    if "train" not in dsd:
+        raise FinetuneError(f"dataset {source!r} has no train split (splits: {', '.join(dsd) or 'none'})")
+    missing = [c for c in REQUIRED_FOR_FINETUNE if c not in dsd["train"].column_names]
+    if missing:
+        raise FinetuneError(
+            f"dataset {source!r} lacks column(s) {', '.join(missing)} needed for fine-tuning "
+            f"(needs {', '.join(REQUIRED_FOR_FINETUNE)})"
+        )
+    if "test" not in dsd:
+        if "validation" in dsd:
+            dsd["test"] = dsd["validation"]
+        else:
+            parts = dsd["train"].train_test_split(test_size=test_fraction, seed=seed)
+            dsd = datasets.DatasetDict({"train": parts["train"], "test": parts["test"]})
+    out = {}
+    for split in ("train", "test"):
+        ds = dsd[split].select_columns(list(REQUIRED_FOR_FINETUNE))
+        ds = ds.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
+        out[split] = _drop_incomplete(ds, split)
+    if len(out["train"]) == 0 or len(out["test"]) == 0:
+        raise FinetuneError(f"dataset {source!r} has an empty train or test split")
+    return datasets.DatasetDict(out)
+
+
+def _load_any(source: str):
+    import datasets
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            return datasets.load_from_disk(str(path))
+        if not any(path.rglob("*.parquet")):
+            raise FinetuneError(f"dataset directory {source!r} holds no parquet files and no saved dataset")
+        try:
+            return datasets.load_dataset("parquet", data_dir=str(path))
+        except Exception as e:  # noqa: BLE001 - unreadable files are bad input, said in one line
+            raise FinetuneError(f"cannot read dataset {source!r}: {_first_line(e)}") from None
+    if path.exists():
+        raise FinetuneError(f"dataset {source!r} is a file; give the directory that holds the dataset")
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise FinetuneError(f"dataset path {source!r} does not exist (nor is it a Hub dataset id like owner/name)")
+    try:
+        return datasets.load_dataset(source)
+    except Exception as e:  # noqa: BLE001
+        raise FinetuneError(f"cannot load dataset {source!r} from the Hub or its cache: {_first_line(e)}") from None
+
+
+def _drop_incomplete(ds, split: str):
+    """Rows missing a title, category or price cannot make an answer: drop them and say so."""
+    cols = [c for c in REQUIRED_FOR_FINETUNE if c != IMAGE_COLUMN]
+    table = ds.select_columns(cols).to_pandas()
+    keep = ~table.isna().any(axis=1)
+    if keep.all():
+        return ds
+    warnings.warn(f"{split}: dropped {int((~keep).sum())} rows with an empty {', '.join(cols)} field", stacklevel=3)
+    return ds.select(np.flatnonzero(keep.to_numpy()).tolist())
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
+def training_texts(ds, prompt: str, end_token: str) -> list[str]:
+    """What a built-in model's tokenizer is trained on: every training sequence, as text."""
+    rows = ds.select_columns([c for c in REQUIRED_FOR_FINETUNE if c != IMAGE_COLUMN]).to_list()
+    return [prompt + answer_text(r) + end_token for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+class RowsDataset:
+    """Map-style view of a ``datasets.Dataset`` that fetches a whole batch of rows at once."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        cols = self.ds[list(indices)]
+        rows = [dict(zip(cols, values)) for values in zip(*cols.values())]
+        for i, row in zip(indices, rows):
+            row[INDEX_KEY] = int(i)
+        return rows
+
+
+def decode_image(value):
+    """A PIL RGB image from a datasets ``Image(decode=False)`` value; ``None`` if unreadable."""
+    from PIL import Image
+
+    try:
+        if isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+            image = Image.open(io.BytesIO(data)) if data else Image.open(path)
+        else:
+            image = value
+        image.load()
+        return image.convert("RGB")
+    except Exception:  # noqa: BLE001 - any decoding failure is a corrupt row
+        return None
+
+
+@dataclass
+class Collator:
+    """Rows -> model inputs. Runs in DataLoader workers, so it is a plain picklable object.
+
+    ``train=True``: prompt + answer, right padding, labels on the answer only.
+    ``train=False``: the prompt only, left padding, for batched generation.
+    """
+
+    processor: Any
+    prompt: str
+    end_token: str
+    train: bool = True
+
+    def __call__(self, rows: list[dict]) -> dict[str, Any]:
+        import torch
+
+        tokenizer = self.processor.tokenizer
+        encoded, skipped = [], 0
+        for row in rows:
+            image = decode_image(row[IMAGE_COLUMN])
+            if image is None:
+                skipped += 1
+                continue
+            enc = self.processor(text=self.prompt, images=[image], return_tensors="pt")
+            prompt_ids = enc.pop("input_ids")[0].tolist()
+            enc.pop("attention_mask", None)
+            enc.pop("token_type_ids", None)
+            if self.train:
+                answer_ids = tokenizer(answer_text(row) + self.end_token, add_special_tokens=False)["input_ids"]
+            else:
+                answer_ids = []
+            encoded.append((prompt_ids, answer_ids, dict(enc), row[INDEX_KEY]))
+        batch: dict[str, Any] = {SKIPPED_KEY: skipped}
+        if not encoded:
+            batch[INDEX_KEY] = torch.zeros(0, dtype=torch.long)
+            return batch
+
+        pad = tokenizer.pad_token_id
+        width = max(len(p) + len(a) for p, a, _, _ in encoded)
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (p, a, _, _) in enumerate(encoded):
+            seq = torch.tensor(p + a, dtype=torch.long)
+            # Training pads on the right; generation on the left, so every prompt ends where
+            # the first new token goes.
+            start = 0 if self.train else width - len(seq)
+            ids[i, start:start + len(seq)] = seq
+            mask[i, start:start + len(seq)] = 1
+            if a:
+                labels[i, start + len(p):start + len(seq)] = torch.tensor(a, dtype=torch.long)
+        batch.update(input_ids=ids, attention_mask=mask)
+        if self.train:
+            batch["labels"] = labels
+        for key in encoded[0][2]:
+            batch[key] = _stack_padded([e[2][key] for e in encoded])
+        batch[INDEX_KEY] = torch.tensor([e[3] for e in encoded], dtype=torch.long)
+        return batch
+
+
+def _stack_padded(tensors):
+    """Concatenate per-row processor outputs along dim 0, zero-padding other dims to the largest.
+
+    Covers the shapes processors return: ``[1, 3, H, W]`` (CLIP), ``[1, crops, 3, H, W]`` with a
+    varying crop count (Phi-3-vision, padded crops are ignored through ``image_sizes``), and
+    ``[patches, dim]`` (Qwen2-VL style flat patches).
+    """
+    import torch
+
+    tensors = [t if isinstance(t, torch.Tensor) else torch.as_tensor(t) for t in tensors]
+    if all(t.shape[1:] == tensors[0].shape[1:] for t in tensors):
+        return torch.cat(tensors, dim=0)
+    shape = [max(s) for s in zip(*(t.shape for t in tensors))]
+    out = []
+    for t in tensors:
+        padded = t.new_zeros([t.shape[0], *shape[1:]])
+        padded[tuple(slice(0, s) for s in t.shape)] = t
+        out.append(padded)
+    return torch.cat(out, dim=0)
+
+
+def answer_lengths(ds, tokenizer, end_token: str) -> list[int]:
+    """Answer token counts per row: what the length-grouped sampler groups on (the prompt is shared)."""
+    rows = ds.select_columns([c for c in REQUIRED_FOR_FINETUNE if c != IMAGE_COLUMN]).to_list()
+    texts = [answer_text(r) + end_token for r in rows]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+class LengthGroupedBatchSampler:
+    """Seeded batches of similar lengths, so dynamic padding pads little.
+
+    Each epoch: a seeded permutation, cut into mega-batches of ``group`` batches, each sorted by
+    length and cut into batches; the batch order is then shuffled. The order depends only on
+    ``(seed, epoch)``, so a resumed run can skip to the exact batch it stopped at.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 32):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group = group
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate ``epoch`` from its ``start``-th batch on."""
+        self.epoch, self.start = epoch, start
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(len(self.lengths))
+        mega = self.batch_size * self.group
+        batches = []
+        for i in range(0, len(perm), mega):
+            chunk = perm[i:i + mega]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[j:j + self.batch_size].tolist() for j in range(0, len(chunk), self.batch_size)]
+        order = rng.permutation(len(batches))
+        return [batches[k] for k in order]
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        yield from self.batches(self.epoch)[self.start:]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start
+
+
+def make_loader(ds, collator: Collator, *, batch_sampler=None, batch_size: int = 1, num_workers: int = 0,
+                pin_memory: bool = False, seed: int = 0):
+    """A DataLoader whose workers decode and preprocess images.
+
+    The loader gets its own generator: creating an iterator then draws worker seeds from it rather
+    than from the global RNG, so a resumed run sees the same global random stream (dropout) as an
+    uninterrupted one.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(seed)
+    kwargs: dict[str, Any] = dict(
+        collate_fn=collator, num_workers=num_workers, pin_memory=pin_memory, generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+    if num_workers > 0:
+        kwargs["prefetch_factor"] = 4
+    if batch_sampler is not None:
+        return DataLoader(RowsDataset(ds), batch_sampler=batch_sampler, **kwargs)
+    return DataLoader(RowsDataset(ds), batch_size=batch_size, shuffle=False, **kwargs)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The tensors a model's forward takes (drops labels and bookkeeping keys)."""
+    return {k: v for k, v in batch.items() if not k.startswith("_") and k != "labels"}

@@ -1,0 +1,134 @@
+"""The training loss: cross-entropy on the answer tokens, with logits computed only where needed.
+
+A Phi-3-vision sample is ~576 image tokens + ~15 prompt tokens + ~25 answer tokens. The standard
+loss computes a vocabulary-sized logit row at every position and throws all but the answer rows
+away; here the backbone's last hidden state is gathered at the positions that predict an answer
+token and only those go through ``lm_head``. Same loss, far less memory (``plain`` keeps the
+model's own loss for comparison).
+
+The forward is split into parts (images -> features, backbone -> hidden states, head -> loss) so
+that speed levers can replace one part at a time: cached image features, packed sequences, a
+fused cross-entropy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX, model_inputs
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor      # sum over answer tokens / normaliser
+    tokens: int             # answer tokens in this batch
+
+
+def core_model(model):
+    """The transformers model under any peft wrapping."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def count_answer_tokens(labels: torch.Tensor) -> int:
+    """Tokens that a batch's loss covers (each label after the first position predicts one)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def supports_answer_loss(model) -> bool:
+    """Whether the model exposes a backbone (``.model``) and a plain linear head to use separately."""
+    core = core_model(model)
+    text_config = getattr(core.config, "text_config", core.config)
+    head = core.get_output_embeddings()
+    head = getattr(head, "original_module", head)   # peft's wrapper when the head trains in full
+    return (
+        hasattr(core, "model")
+        and isinstance(head, torch.nn.Linear)
+        and not getattr(text_config, "final_logit_softcapping", None)
+        and not getattr(core.config, "logit_scale", None)
+    )
+
+
+def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | None = None) -> LossOutput:
+    """The batch's loss: the answer-token cross-entropy summed and divided by ``num_items``.
+
+    ``num_items`` is the answer-token count of the whole accumulation window (default: this
+    batch's), so accumulated micro-batches add up to the mean over every answer token of the step.
+    """
+    labels = batch["labels"]
+    tokens = count_answer_tokens(labels)
+    num_items = num_items or max(tokens, 1)
+    if kind == "answer" and supports_answer_loss(model):
+        return LossOutput(answer_loss(model, batch, num_items=num_items), tokens)
+    return LossOutput(plain_loss(model, batch, num_items=num_items), tokens)
+
+
+def plain_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Tensor:
+    """The model's own loss: logits at every position, then the shifted cross-entropy."""
+    out = model(**model_inputs(batch), labels=batch["labels"], num_items_in_batch=num_items)
+    return out.loss
+
+
+def answer_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Tensor:
+    """Cross-entropy from logits computed only at the positions that predict answer tokens."""
+    labels = batch["labels"]
+    hidden = backbone_hidden_states(model, model_inputs(batch))
+    # Position t predicts token t+1: keep the hidden states whose next label is an answer token.
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    selected = hidden[:, :-1][keep]
+    logits = core_model(model).get_output_embeddings()(selected)
+    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss / (num_items or max(int(keep.sum()), 1))
+
+
+def backbone_hidden_states(model, inputs: dict) -> torch.Tensor:
+    """The decoder's last hidden state ``[batch, seq, hidden]`` (no ``lm_head``).
+
+    Llava models get their image features from ``image_features``, so a frozen vision tower runs
+    without building a graph; other models run their own backbone (``model.model``) as is.
+    """
+    core = core_model(model)
+    backbone = core.model
+    if _is_llava(backbone) and inputs.get("pixel_values") is not None:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        inputs = dict(inputs)
+        features = image_features(backbone, inputs.pop("pixel_values"))
+        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
+    out = backbone(**inputs, use_cache=False)
+    return out[0]
+
+
+def _is_llava(backbone) -> bool:
+    return all(hasattr(backbone, a) for a in ("vision_tower", "multi_modal_projector", "language_model"))
+
+
+def image_features(llava_model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected image features ``[images, tokens, hidden]`` of a Llava model.
+
+    A frozen tower runs under ``no_grad`` in its own dtype (bf16 on GPU): nothing of it is kept
+    for backward. The projector runs with gradients whenever it trains.
+    """
+    tower = llava_model.vision_tower
+    config = llava_model.config
+    frozen = not any(p.requires_grad for p in tower.parameters())
+    dtype = next(tower.parameters()).dtype
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        layer = config.vision_feature_layer
+        out = tower(pixel_values.to(dtype), output_hidden_states=True, return_dict=True)
+        if isinstance(layer, int):
+            selected = out.hidden_states[layer]
+            if config.vision_feature_select_strategy == "default":
+                selected = selected[:, 1:]
+        else:
+            pool = [out.hidden_states[i] for i in layer]
+            if config.vision_feature_select_strategy == "default":
+                pool = [h[:, 1:] for h in pool]
+            selected = torch.cat(pool, dim=-1)
+    projector = llava_model.multi_modal_projector
+    projector_frozen = not any(p.requires_grad for p in projector.parameters())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not projector_frozen):
+        return projector(selected)

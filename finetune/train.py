@@ -1,0 +1,484 @@
+"""The training loop: model setup, AdamW + warmup/cosine, accumulation, checkpoints, exact resume.
+
+``train(config)`` is the notebook API; ``run-finetune`` is a thin layer over it.
+
+A run directory holds::
+
+    OUT/config.json          the settings of the run
+    OUT/processor/           tokenizer + image processor (the built-in models' tokenizer is trained here)
+    OUT/checkpoints/step-N/  trainable weights, optimizer, scheduler, RNG states, data position
+    OUT/final/               the trained model (built-in: merged weights; real + LoRA: the adapter)
+    OUT/metrics.json, OUT/predictions.jsonl, OUT/wandb/
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from . import data as data_mod
+from . import distributed
+from . import evaluate as eval_mod
+from . import models as models_mod
+from .config import FinetuneConfig, FinetuneError, RunResult
+from .loss import core_model, count_answer_tokens
+from .tokenizer import train_tokenizer
+from .tracking import Tracker, TrainProgress, memory_gib, wandb_mode
+
+CHECKPOINTS = "checkpoints"
+# Settings that must match for --resume to continue the same run.
+RESUME_KEYS = ("dataset", "model", "method", "batch_size", "grad_accum", "seed", "epochs", "max_steps",
+               "lora_r", "lora_alpha", "lora_dropout", "train_vision", "loss", "lr", "weight_decay", "warmup_ratio")
+
+
+@dataclass
+class TrainState:
+    """Where the loop is: enough, with the RNG and optimizer states, to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0      # batches of `epoch` already consumed
+    samples: int = 0
+    skipped: int = 0
+    last_loss: float | None = None
+    last_grad_norm: float | None = None   # before clipping: the health signal W&B users watch
+
+
+class WarmupCosine:
+    """Linear warmup to the peak learning rate, then cosine decay to zero (a picklable LR lambda)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# --------------------------------------------------------------------------------------------
+# Setup
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise FinetuneError(f"--device {name} asked for, but CUDA is not available")
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_model(loaded: models_mod.LoadedModel, cfg: FinetuneConfig):
+    """LoRA (peft) or full fine-tuning; the vision side trains or stays frozen as configured.
+
+    LoRA goes on the decoder's linear layers only. When the vision side trains (the random tiny
+    model must learn to see) the vision tower and projector train in full, and so do the
+    embeddings, final norm and head of a random model; all through ``modules_to_save``, so that
+    the adapter carries them.
+    """
+    model = loaded.model
+    train_vision = loaded.train_vision if cfg.train_vision is None else cfg.train_vision
+    vision = models_mod.vision_module_names(model)
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        in_full = (vision if train_vision else []) + (
+            models_mod.embedding_module_names(model) if loaded.train_embeddings else [])
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=models_mod.language_linear_names(model),
+            modules_to_save=in_full or None,
+        )
+        model = get_peft_model(model, lora)
+    else:
+        for name, param in model.named_parameters():
+            in_vision = any(name == v or name.startswith(v + ".") for v in vision)
+            param.requires_grad_(train_vision or not in_vision)
+    if cfg.gradient_checkpointing:
+        core_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    core_model(model).config.use_cache = False
+    return model
+
+
+def _load_model(cfg: FinetuneConfig, splits, out: Path, device, dtype, prompt_for) -> models_mod.LoadedModel:
+    """The model and processor; a built-in model's tokenizer is trained once and saved with the run."""
+    from transformers import AutoTokenizer
+
+    if not models_mod.is_builtin(cfg.model):
+        return models_mod.load_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
+                                          device=device)
+    saved = out / "processor"
+    if saved.is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(str(saved))
+    else:
+        from .tokenizer import END, IMAGE
+
+        texts = data_mod.training_texts(splits["train"], prompt_for(IMAGE), END)
+        tokenizer = train_tokenizer(texts, vocab_size=cfg.tokenizer_vocab_size)
+    loaded = models_mod.build_builtin(cfg.model, tokenizer, device=device, dtype=dtype, seed=cfg.seed)
+    if not saved.is_dir():
+        _atomic_dir(saved, loaded.processor.save_pretrained)
+    return loaded
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _atomic_dir(path: Path, write: Callable[[str], Any]) -> None:
+    """Write a directory under a temporary name, then rename it into place (no half-written dirs)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(str(tmp))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.glob("step-*") if (p / "state.pt").is_file())
+    return done[-1] if done else None
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: TrainState, cfg: FinetuneConfig) -> Path:
+    from safetensors.torch import save_file
+
+    path = out / CHECKPOINTS / f"step-{state.step:08d}"
+
+    def write(tmp: str) -> None:
+        save_file(_trainable_state(model), os.path.join(tmp, "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+        torch.save({"train_state": asdict(state), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                    "config": cfg.to_dict()}, os.path.join(tmp, "state.pt"))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_dir(path, write)
+    for old in sorted(p for p in path.parent.glob("step-*") if p.is_dir())[:-max(1, cfg.keep_checkpoints)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise FinetuneError(f"checkpoint {path} does not match the model ({len(missing)} trainable tensors missing)")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    return TrainState(**saved["train_state"])
+
+
+def _check_resumable(path: Path, cfg: FinetuneConfig) -> None:
+    saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)["config"]
+    diff = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    if diff:
+        details = ", ".join(f"{k}={saved.get(k)!r} (now {getattr(cfg, k)!r})" for k in diff)
+        raise FinetuneError(f"--resume: the run in {path.parent.parent} used different settings: {details}")
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(config: FinetuneConfig, *, console: Console | None = None,
+          on_step: Callable[[int], None] | None = None) -> RunResult:
+    """Fine-tune, evaluate and save; returns where everything went and the metrics.
+
+    ``on_step(step)`` is called after every optimizer step (and its checkpoint, if one was due).
+    """
+    cfg = config.validate()
+    console = console or Console(stderr=True)
+    if cfg.dataset is None:
+        raise FinetuneError("no dataset given: pass --dataset DIR_OR_REPO (or use run-finetune without it "
+                            "to generate the default one)")
+    out = Path(cfg.out)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None and not cfg.resume:
+        raise FinetuneError(f"{out} already holds a run (last checkpoint {checkpoint.name}): "
+                            "add --resume to continue it, or choose another --out")
+    if checkpoint is not None:
+        _check_resumable(checkpoint, cfg)
+    dist = distributed.from_env()
+    device = distributed.setup(dist, resolve_device(cfg.device))
+    distributed.check_batch(dist, cfg.batch_size)
+    if not dist.is_main:
+        console = Console(stderr=True, quiet=True)  # one voice per run: rank 0 reports
+    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise FinetuneError("this GPU has no bf16 support: run with bf16 = false")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    models_mod.check_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    splits = data_mod.load_splits(cfg.dataset, seed=cfg.seed)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+
+    def prompt_for(image_token: str) -> str:
+        return data_mod.phi3_prompt(cfg.question, image_token)
+
+    if not dist.is_main:
+        distributed.barrier(dist)  # rank 0 trains and saves the tokenizer; the others load it
+    loaded = _load_model(cfg, splits, out, device, dtype, prompt_for)
+    if dist.is_main:
+        distributed.barrier(dist)
+    # Only now: a bad dataset or model leaves no empty run folder behind.
+    out.mkdir(parents=True, exist_ok=True)
+    prompt = data_mod.build_prompt(loaded, cfg.question)
+    model = prepare_model(loaded, cfg)
+    if not models_mod.is_builtin(cfg.model) and device.type == "cpu":
+        model.to(device)
+    if dist.is_main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    step_module = distributed.wrap(model, cfg.loss, dist, device)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.lr or loaded.default_lr
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    lengths = data_mod.answer_lengths(splits["train"], loaded.tokenizer, loaded.end_token)
+    sampler = data_mod.LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * sampler.batches_per_epoch() / cfg.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(int(cfg.warmup_ratio * total_steps), total_steps))
+
+    state = TrainState()
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        console.print(f"resuming from {checkpoint} (step {state.step} of {total_steps})")
+    resumed_from = state.step if checkpoint is not None else None
+    # Kept now: by the end of the run, pruning may have deleted the checkpoint we started from.
+    samples_before = state.samples
+
+    collator = data_mod.Collator(loaded.processor, prompt, loaded.end_token, train=True)
+    loader = data_mod.make_loader(splits["train"], collator,
+                                  batch_sampler=distributed.RankSlice(sampler, dist) if dist.enabled else sampler,
+                                  num_workers=cfg.loader_workers(device.type == "cuda", dist.world),
+                                  pin_memory=device.type == "cuda", seed=cfg.seed)
+    tracker = Tracker({**cfg.to_dict(), "lr_resolved": lr, "total_steps": total_steps,
+                       "trainable_parameters": sum(p.numel() for p in trainable),
+                       "parameters": models_mod.count_parameters(model), "device": str(device)},
+                      out, project=cfg.wandb_project, mode=wandb_mode(cfg.no_wandb) if dist.is_main else "disabled")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    sampler.set_epoch(state.epoch, state.batch_in_epoch)
+    batches = iter(loader)
+
+    def next_batch() -> dict:
+        nonlocal batches
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                sampler.set_epoch(state.epoch)
+                batches = iter(loader)
+                continue
+            state.batch_in_epoch += 1
+            state.skipped += batch[data_mod.SKIPPED_KEY]
+            if batch[data_mod.SKIPPED_KEY]:
+                console.print(f"[yellow]warning: skipped {batch[data_mod.SKIPPED_KEY]} row(s) with unreadable "
+                              f"images ({state.skipped} so far)")
+            return batch
+
+    train_seconds, window_samples, window_start = 0.0, 0, time.perf_counter()
+    first_step: tuple[float, int] | None = None
+    last_checkpoint = checkpoint
+    metrics: dict[str, Any] = {}
+    model.train()
+    try:
+        with TrainProgress(total_steps, state.step, console) as bar:
+            while state.step < total_steps:
+                t0 = time.perf_counter()
+                micro = [next_batch() for _ in range(cfg.grad_accum)]
+                micro = [b for b in micro if "labels" in b]
+                # The step's loss is the mean over every answer token of the global batch.
+                n_items = int(distributed.global_sum(sum(count_answer_tokens(b["labels"]) for b in micro),
+                                                     dist, device))
+                step_loss = 0.0
+                try:
+                    for i, batch in enumerate(micro):
+                        batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                                 for k, v in batch.items()}
+                        # Gradients are averaged over ranks once, on the step's last micro-batch.
+                        sync = contextlib.nullcontext() if not dist.enabled or i == len(micro) - 1 \
+                            else step_module.no_sync()
+                        with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                            loss = step_module(batch, n_items)
+                        # DDP averages gradients over N ranks; each rank's loss is already a share of
+                        # the global mean, so N undoes the average and the sum is the global gradient.
+                        (loss * dist.world).backward()
+                        step_loss += loss.item()
+                    step_loss = distributed.global_sum(step_loss, dist, device)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                    state.last_grad_norm = float(grad_norm)
+                    optimizer.step()
+                except torch.OutOfMemoryError:
+                    raise _oom_error(cfg, last_checkpoint) from None
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                n = int(distributed.global_sum(sum(len(b[data_mod.INDEX_KEY]) for b in micro), dist, device))
+                state.samples += n
+                state.last_loss = step_loss
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if first_step is None:  # compilation, autotuning and NCCL set-up land in the first step
+                    first_step = (time.perf_counter() - t0, n)
+                train_seconds += time.perf_counter() - t0
+                window_samples += n
+
+                if state.step % cfg.log_every == 0 or state.step == total_steps:
+                    speed = window_samples / max(1e-9, time.perf_counter() - window_start)
+                    mem = memory_gib(device)
+                    current_lr = scheduler.get_last_lr()[0]
+                    bar.update(state.step, step_loss, current_lr, speed, mem)
+                    tracker.log({"train/loss": step_loss, "train/lr": current_lr, "train/samples_per_s": speed,
+                                 "train/grad_norm": state.last_grad_norm,
+                                 "train/peak_memory_gib": mem, "train/epoch": state.epoch}, step=state.step)
+                    window_samples, window_start = 0, time.perf_counter()
+                if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total_steps and dist.is_main:
+                    result = _evaluate(model, loaded, splits, prompt, cfg, device, bf16)
+                    tracker.log_eval(result.metrics, state.step)
+                    bar.progress.console.print(
+                        f"step {state.step}: category3 accuracy "
+                        f"{result.metrics['model']['category3_accuracy']:.3f}, "
+                        f"parse rate {result.metrics['model']['parse_rate']:.3f}")
+                    window_start = time.perf_counter()
+                if (cfg.save_every and state.step % cfg.save_every == 0) or state.step == total_steps:
+                    if dist.is_main:
+                        last_checkpoint = save_checkpoint(out, model, optimizer, scheduler, state, cfg)
+                    distributed.barrier(dist)  # every rank's view of the run folder agrees after a save
+                    window_start = time.perf_counter()
+                if on_step is not None:
+                    on_step(state.step)
+
+        if dist.is_main:  # evaluation and the final model happen once
+            result = _evaluate(model, loaded, splits, prompt, cfg, device, bf16)
+            metrics = result.metrics
+            metrics["train"] = {"steps": state.step, "samples": state.samples, "final_loss": state.last_loss,
+                                "final_grad_norm": state.last_grad_norm,
+                                "samples_per_s": (state.samples - samples_before) / train_seconds if train_seconds
+                                else None, "skipped_rows": state.skipped, "processes": dist.world,
+                                "steady_samples_per_s": _steady(state.samples - samples_before, train_seconds,
+                                                                first_step)}
+            eval_mod.write_results(result, out)
+            tracker.log_eval(metrics, state.step, eval_mod.sample_predictions(result))
+            console.print(eval_mod.results_table(metrics))
+            if cfg.save_final:
+                _save_final(model, loaded, out, cfg)
+        distributed.barrier(dist)
+    finally:
+        tracker.finish()
+        distributed.teardown(dist)
+
+    samples_this_run = state.samples - samples_before
+    return RunResult(
+        out=out,
+        steps=state.step,
+        samples_seen=state.samples,
+        train_seconds=train_seconds,
+        samples_per_second=samples_this_run / train_seconds if train_seconds else 0.0,
+        final_loss=state.last_loss,
+        peak_memory_gib=memory_gib(device),
+        metrics=metrics,
+        skipped_rows=state.skipped,
+        resumed_from=resumed_from,
+    )
+
+
+def _steady(samples: int, seconds: float, first_step: tuple[float, int] | None) -> float | None:
+    """Samples/s after the first step (the throughput a long run converges to)."""
+    if first_step is None or seconds <= first_step[0]:
+        return None
+    return (samples - first_step[1]) / (seconds - first_step[0])
+
+
+def _evaluate(model, loaded, splits, prompt, cfg, device, bf16):
+    return eval_mod.evaluate(
+        model, loaded, splits, prompt,
+        batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens, device=device, bf16=bf16,
+        max_samples=cfg.max_eval_samples, num_workers=cfg.loader_workers(device.type == "cuda"),
+    )
+
+
+def _oom_error(cfg: FinetuneConfig, checkpoint: Path | None) -> FinetuneError:
+    kept = f"; last checkpoint kept at {checkpoint}, continue with --resume" if checkpoint else ""
+    hint = "lower --batch-size (and raise --grad-accum to keep the effective batch)"
+    if not cfg.gradient_checkpointing:
+        hint += " or add --gradient-checkpointing"
+    return FinetuneError(f"CUDA out of memory at batch size {cfg.batch_size}: {hint}{kept}", exit_code=1)
+
+
+def _save_final(model, loaded, out: Path, cfg: FinetuneConfig) -> None:
+    """The trained model in a loadable form, beside its processor.
+
+    Built-in models have random base weights, so an adapter alone would be useless: their LoRA is
+    merged and the whole model saved (loadable with AutoModelForImageTextToText). For a real model
+    the LoRA adapter is saved (peft format), or the whole model after full fine-tuning.
+    """
+    def write(tmp: str) -> None:
+        loaded.processor.save_pretrained(tmp)
+        if cfg.method == "lora" and not loaded.builtin:
+            model.save_pretrained(os.path.join(tmp, "adapter"))
+            return
+        # Training is over: merging in place costs no second copy of the weights.
+        core = model.merge_and_unload() if cfg.method == "lora" else core_model(model)
+        core.config.use_cache = True
+        core.save_pretrained(tmp)
+
+    _atomic_dir(out / "final", write)

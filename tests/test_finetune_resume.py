@@ -1,0 +1,62 @@
+"""``--resume`` after a kill ends exactly where an uninterrupted run ends."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _ft_fixtures import dataset_dir, tiny_config  # noqa: E402
+
+from finetune.config import FinetuneError  # noqa: E402
+from finetune.train import latest_checkpoint, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+
+
+def _weights(out, step: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
+
+
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
+    data = dataset_dir(tmp_path / "data", n_train=24, n_test=4)
+    # 24 rows in batches of 8, 2 micro-batches a step: the run crosses epochs, and the kill lands
+    # mid-epoch, one step after a checkpoint. LoRA dropout makes the RNG state matter too.
+    settings = dict(max_steps=6, save_every=2, grad_accum=2, save_final=False, max_eval_samples=4)
+    straight = train(tiny_config(data, tmp_path / "straight", **settings))
+    assert straight.steps == 6 and straight.resumed_from is None
+
+    def kill(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data, out, **settings), on_step=kill)
+    assert latest_checkpoint(out).name == "step-00000002"
+
+    resumed = train(tiny_config(data, out, resume=True, **settings))
+    assert resumed.resumed_from == 2 and resumed.steps == 6
+    assert resumed.samples_seen == straight.samples_seen
+
+    expected, got = _weights(tmp_path / "straight", 6), _weights(out, 6)
+    assert expected.keys() == got.keys() and len(expected) > 10
+    different = [name for name in expected if not torch.equal(expected[name], got[name])]
+    assert not different, different[:5]
+    # The comparison means something: the weights moved between the checkpoint and the end.
+    start = _weights(tmp_path / "straight", 4)
+    assert any(not torch.equal(start[n], expected[n]) for n in expected)
+    assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    data = dataset_dir(tmp_path / "data", n_train=8, n_test=2)
+    train(tiny_config(data, tmp_path / "run", max_steps=1, save_final=False, max_eval_samples=2))
+    with pytest.raises(FinetuneError, match=r"used different settings: lr=None \(now 0.5\)"):
+        train(tiny_config(data, tmp_path / "run", max_steps=1, resume=True, lr=0.5))
