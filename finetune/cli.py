@@ -69,18 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=_number("--grad-accum", int, 1), help="micro-batches per optimizer step")
     p.add_argument("--lr", type=_number("--lr", float, 0, strict=True), help="peak learning rate")
     p.add_argument("--max-steps", type=_number("--max-steps", int, 0), help="optimizer steps; > 0 overrides --epochs")
-    p.add_argument("--eval-every", type=_number("--eval-every", int, 0), help="steps between evaluations (0: at the end)")
-    p.add_argument("--save-every", type=_number("--save-every", int, 0), help="steps between checkpoints (0: at the end)")
+    p.add_argument("--eval-every", type=_number("--eval-every", int, 0),
+                   help="steps between evaluations (0: at the end)")
+    p.add_argument("--save-every", type=_number("--save-every", int, 0),
+                   help="steps between checkpoints (0: at the end)")
     p.add_argument("--seed", type=_number("--seed", int, 0))
     p.add_argument("--out", metavar="DIR", help="the run folder (default runs/finetune)")
     p.add_argument("--wandb-project", metavar="NAME")
     p.add_argument("--no-wandb", action="store_true", help="no Weights & Biases (else offline without an API key)")
     p.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction,
                    help="allow models that run their own code (Phi-3-vision)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction,
+                   help="continue the run in --out from its last checkpoint")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
     p.add_argument("--num-workers", type=_number("--num-workers", int, 0), help="DataLoader worker processes")
-    p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1), help="evaluate on the first N test rows")
+    p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1),
+                   help="evaluate on the first N test rows")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return p
 
