@@ -77,6 +77,14 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def default_workers() -> int:
+    """All cores (up to 8) by default: rows are a pure function of (seed, index), so more workers only
+    make the same bytes sooner."""
+    import os
+
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from generator.api import GenerateConfig
 
@@ -101,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of synthesising rows")
     p.add_argument("--privacy", choices=("strict", "standard", "off"), default=d.privacy,
                    help=f"privacy guard thresholds; every dataset gets a privacy report (default {d.privacy})")
-    p.add_argument("--num-proc", type=_positive_int("--num-proc"), default=d.num_proc,
-                   help="worker processes (the output is identical for any value)")
+    p.add_argument("--num-proc", type=_positive_int("--num-proc"), default=default_workers(),
+                   help="worker processes (default: this machine's cores, up to 8; the output is identical "
+                        "for any value)")
     p.add_argument("--shard", type=_shard, default=None, metavar="i/N",
                    help="write only this machine's share of the shard files (a fleet builds one dataset)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new run is complete")

@@ -288,7 +288,7 @@ def write_shards(
 
 
 def _run_jobs(source, out, plan, todo, num_proc, progress):
-    if num_proc <= 1 or len(todo) == 1:
+    if num_proc <= 1 or len(todo) <= 1:  # nothing or one shard to write: no pool to start
         for spec in todo:
             yield write_shard(source, out, plan, spec, progress)
         return

@@ -1,0 +1,112 @@
+"""Our recipe's training step, as ``run-finetune`` runs it, for the throughput benchmarks.
+
+Everything comes from ``finetune``: the model (``build_builtin``), LoRA or full fine-tuning
+(``prepare_model``), the prompt and collation (``Collator``, ``make_loader`` with the run's
+workers and pinned memory, length-grouped batches), the answer-only loss (``compute_loss``) and the
+speed presets (``apply_speed``). One round is one iteration of the loop: the next batch from the
+loader, its copy to the device, forward + backward under bf16 autocast on CUDA, gradient clipping,
+the fused AdamW step, and (on CUDA) a synchronize.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bench import measure
+
+
+class Forever:
+    """``LengthGroupedBatchSampler``'s batches, epoch after epoch, full batches only.
+
+    A benchmark's rounds can outlast an epoch; one endless iterator keeps the loader's workers
+    prefetching across epoch ends, and dropping the short last batch keeps every step the same size.
+    """
+
+    def __init__(self, sampler, batch_size: int):
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            full = [b for b in self.sampler.batches(epoch) if len(b) == self.batch_size]
+            if not full:
+                raise ValueError(f"no full batch of {self.batch_size} rows in the training split")
+            yield from full
+            epoch += 1
+
+
+class LoopStep:
+    """One optimizer step of our loop per call; returns what the step processed."""
+
+    def __init__(self, loaded, splits, config, *, device: str, speed=None):
+        import torch
+
+        from finetune.data import (Collator, LengthGroupedBatchSampler, answer_lengths, build_prompt,
+                                   make_loader)
+        from finetune.train import prepare_model
+
+        self.device = torch.device(device)
+        self.config = config
+        cuda = self.device.type == "cuda"
+        self.bf16 = config.bf16 if config.bf16 is not None else cuda
+        train_vision = loaded.train_vision if config.train_vision is None else config.train_vision
+        params = measure.param_split(loaded.model)
+        image_tokens = loaded.model.config.image_seq_length
+        self.flops = (measure.lora_flops(params, image_tokens, train_vision) if config.method == "lora"
+                      else measure.full_flops(params, image_tokens))
+        self.model = prepare_model(loaded, config)
+        if speed is not None:
+            from finetune.speed import apply_speed
+
+            apply_speed(self.model, speed)
+        self.model.train()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr or loaded.default_lr,
+                                           weight_decay=config.weight_decay, fused=cuda)
+        prompt = build_prompt(loaded, config.question)
+        collator = Collator(loaded.processor, prompt, loaded.end_token, train=True)
+        lengths = answer_lengths(splits["train"], loaded.tokenizer, loaded.end_token)
+        sampler = Forever(LengthGroupedBatchSampler(lengths, config.batch_size, seed=config.seed),
+                          config.batch_size)
+        self.loader = make_loader(splits["train"], collator, batch_sampler=sampler,
+                                  num_workers=config.loader_workers(cuda), pin_memory=cuda, seed=config.seed)
+        self.batches = iter(self.loader)
+
+    def __call__(self) -> dict[str, Any]:
+        import torch
+
+        from finetune.loss import compute_loss
+
+        batch = next(self.batches)
+        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                 for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = compute_loss(self.model, batch, kind=self.config.loss).loss
+        loss.backward()
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        value = loss.item()  # the loop reads the loss every step too
+        measure.synchronize(str(self.device))
+        ids = batch["input_ids"]
+        return {"samples": ids.shape[0], "tokens": ids.numel(), "real_tokens": int(batch["attention_mask"].sum()),
+                "width": ids.shape[1], "loss": value}
+
+    def close(self) -> None:
+        # Ends the loader's worker processes now rather than at garbage collection.
+        self.batches = None
+        self.loader = None
+        self.optimizer = None
+        self.model = None
+
+
+def settings(config, speed=None) -> dict[str, Any]:
+    """The settings a figure was measured with, for ``extra_info``."""
+    keep = ("model", "method", "batch_size", "loss", "lora_r", "lora_alpha", "train_vision", "num_workers",
+            "gradient_checkpointing", "bf16")
+    out = {k: getattr(config, k) for k in keep}
+    if speed is not None:
+        out["speed"] = dataclasses.asdict(speed)
+    return out
