@@ -31,6 +31,7 @@ PRESETS = ("fast", "balanced", "low-memory")
 def _config(model: str, **overrides):
     from finetune.config import FinetuneConfig
 
+    overrides.setdefault("method", "lora")  # every contender here is a LoRA recipe
     return FinetuneConfig(model=model, no_wandb=True, **overrides).validate()
 
 

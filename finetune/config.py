@@ -25,7 +25,7 @@ class FinetuneConfig:
 
     dataset: str | None = None          # local dir (parquet or save_to_disk) or Hub dataset id
     model: str = "tiny"                 # tiny | phi3v-shape | Hub id | local path
-    method: str = "lora"                # lora | full
+    method: str | None = None          # lora | full; None: full for the random tiny model, lora otherwise
     epochs: float = 6.0
     batch_size: int = 16
     grad_accum: int = 1
@@ -64,6 +64,10 @@ class FinetuneConfig:
 
     def validate(self) -> "FinetuneConfig":
         problems = []
+        if self.method is None:
+            from .models import default_method
+
+            self.method = default_method(self.model)
         if self.method not in ("lora", "full"):
             problems.append(f"--method must be lora or full, not {self.method!r}")
         if self.loss not in ("answer", "plain"):

@@ -284,7 +284,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     step_module = distributed.wrap(model, cfg.loss, dist, device)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    lr = cfg.lr or loaded.default_lr
+    lr = cfg.lr or models_mod.default_lr(cfg.model, cfg.method, loaded.default_lr)
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
     lengths = data_mod.answer_lengths(splits["train"], loaded.tokenizer, loaded.end_token)
