@@ -14,6 +14,15 @@ of the presets, made by bench/gpu/run.sh):
 - pure bf16 adapters instead of autocast:       36.1 samples/s, 54.1 GiB  (slower: not kept)
 - cuDNN attention, dropping the all-ones mask:  no measurable change (attention is ~8% of the step)
 
+Re-measured on an H200 in this repository's benchmark (bench/results/), the compiled presets ran
+*slower* than eager (fast 9.8 vs eager 23.9 samples/s at batch 16). TORCH_LOGS=recompiles
+(bench/results/gpu/h200_preset_fast_recompiles.log) shows why: the compiled decoder layer is
+recompiled for every combination of (first layer's input without grad / later layers' with grad) x
+(attention_mask a tensor / None when a batch has no padding) x (static / dynamic width), ~10 s each,
+landing in the timed rounds and reaching dynamo's recompile limit. To fix before trusting these
+presets: pass a mask in the same form every step (or pack sequences, no mask at all), mark the
+sequence dimension dynamic up front, and warm up until no new guard fails.
+
 What remains is matmul time at ~760 TFLOP/s plus memory-bound elementwise kernels that already run
 near the HBM bandwidth; see README for the ceiling analysis.
 """
