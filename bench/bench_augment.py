@@ -35,14 +35,6 @@ def _record(benchmark, series: str, figures: dict, **extra) -> None:
                    headline_=measure.headline("rows/s", figures["rows_per_s"], "rows/s"), **figures, **extra)
 
 
-class _Blocks:
-    def __init__(self, size: int):
-        self.size, self.next = size, 0
-
-    def take(self) -> range:
-        block = range(self.next, self.next + self.size)
-        self.next += self.size
-        return block
 
 
 def _total_rows(scale) -> int:
@@ -56,7 +48,7 @@ def test_augment(benchmark, source_catalog, scale):
     t0 = time.perf_counter()
     augmented = AugmentedSource(source_catalog, SEED, IMAGE_SIZE, rows=_total_rows(scale))
     setup_s = time.perf_counter() - t0
-    blocks = _Blocks(scale.augment_rows)
+    blocks = measure.Blocks(scale.augment_rows)
 
     def one_round() -> int:
         for i in blocks.take():
@@ -82,7 +74,7 @@ def test_privacy_guard(benchmark, source_catalog, scale):
     t0 = time.perf_counter()
     guard = PrivacyGuard(source_catalog, LEVEL)
     setup_s = time.perf_counter() - t0
-    blocks = _Blocks(scale.augment_rows)
+    blocks = measure.Blocks(scale.augment_rows)
     reasons: list[str | None] = []
 
     def one_round() -> int:
@@ -105,7 +97,7 @@ def test_guarded_augment(benchmark, source_catalog, scale):
     t0 = time.perf_counter()
     guarded = augmented_row_source(source_catalog, _total_rows(scale), SEED, IMAGE_SIZE, privacy=LEVEL)
     setup_s = time.perf_counter() - t0
-    blocks = _Blocks(scale.augment_rows)
+    blocks = measure.Blocks(scale.augment_rows)
 
     def one_round() -> int:
         for i in blocks.take():

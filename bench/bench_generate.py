@@ -44,16 +44,6 @@ def _record(benchmark, kind: str, series: str, figures: dict, unit: str, **extra
                    **figures, **extra)
 
 
-class _Blocks:
-    """Hands each round the next ``size`` row indices."""
-
-    def __init__(self, size: int):
-        self.size, self.next = size, 0
-
-    def take(self) -> range:
-        block = range(self.next, self.next + self.size)
-        self.next += self.size
-        return block
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +71,7 @@ def test_metadata_step(benchmark, taxonomy, scale):
     t0 = time.perf_counter()
     catalog = Catalog(taxonomy, SEED)  # once per process: Faker and the weighted tables
     setup_s = time.perf_counter() - t0
-    blocks = _Blocks(scale.metadata_rows)
+    blocks = measure.Blocks(scale.metadata_rows)
 
     def one_round() -> int:
         for i in blocks.take():
@@ -101,7 +91,7 @@ def test_render_step(benchmark, taxonomy, scale):
 
     n = scale.render_rows
     products = _products(taxonomy, range((scale.warmup + scale.rounds) * n))  # metadata made untimed
-    blocks = _Blocks(n)
+    blocks = measure.Blocks(n)
 
     def one_round() -> int:
         for i in blocks.take():
@@ -122,7 +112,7 @@ def test_jpeg_step(benchmark, taxonomy, scale):
     n = scale.render_rows
     products = _products(taxonomy, range((scale.warmup + scale.rounds) * n))
     images = [render.render(p.look, size=IMAGE_SIZE, seed=p.render_seed) for p in products]
-    blocks = _Blocks(n)
+    blocks = measure.Blocks(n)
     sizes: list[int] = []
 
     def one_round() -> int:

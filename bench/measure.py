@@ -484,3 +484,15 @@ def record(benchmark, *, kind: str, series: str, device: str, headline_: dict | 
     if headline_ is not None:
         benchmark.extra_info["headline"] = headline_
     benchmark.extra_info["compare"] = comparisons or []
+
+
+class Blocks:
+    """Hands each round the next ``size`` row indices, so no round re-measures rows a cache has seen."""
+
+    def __init__(self, size: int):
+        self.size, self.next = size, 0
+
+    def take(self) -> range:
+        block = range(self.next, self.next + self.size)
+        self.next += self.size
+        return block
