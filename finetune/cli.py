@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from generator.cli_parser import OneLineParser, fail
 
 PROG = "run-finetune"
 # The product's default catalogue, as `gen-samples` makes it with no flags: both tools share its folder.
@@ -23,19 +24,8 @@ DEFAULT_ROWS = 3040
 DEBUG_ENV = "RUN_FINETUNE_DEBUG"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage block) and exit 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        match = re.fullmatch(r"argument (\S+): (.*)", message, flags=re.S)
-        if match and match[2].startswith(match[1].split("/")[0]):
-            message = match[2]
-        _fail(message)
-
-
 def _fail(message: str, code: int = 2):
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(code)
+    fail(PROG, message, code)
 
 
 def _number(flag: str, kind: type, minimum: float, strict: bool = False):
@@ -56,7 +46,7 @@ def _number(flag: str, kind: type, minimum: float, strict: bool = False):
 def build_parser() -> argparse.ArgumentParser:
     # Every default is SUPPRESS: a flag that is not given leaves the config file's value (or the
     # FinetuneConfig default) alone, which is how flags win over the file and nothing else does.
-    p = _Parser(prog=PROG, argument_default=argparse.SUPPRESS,
+    p = OneLineParser(prog=PROG, argument_default=argparse.SUPPRESS,
                 description="Fine-tune a vision-language model on a product catalogue and evaluate it against "
                             "baselines. Without --dataset, the default synthetic catalogue is generated "
                             f"({DEFAULT_ROWS} rows, reused when already there).")

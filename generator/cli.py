@@ -10,27 +10,16 @@ written.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
+
+from generator.cli_parser import OneLineParser, fail
 
 PROG = "gen-samples"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage block) and exit 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        # argparse prefixes "argument --rows: "; our type checks already name the flag.
-        match = re.fullmatch(r"argument (\S+): (.*)", message, flags=re.S)
-        if match and match[2].startswith(match[1].split("/")[0]):
-            message = match[2]
-        _fail(message)
-
-
 def _fail(message: str, code: int = 2):
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(code)
+    fail(PROG, message, code)
 
 
 def _positive_int(flag: str):
@@ -89,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from generator.api import GenerateConfig
 
     d = GenerateConfig()
-    p = _Parser(prog=PROG, description="Generate a synthetic product catalogue (images + metadata) as parquet "
+    p = OneLineParser(prog=PROG, description="Generate a synthetic product catalogue (images + metadata) as parquet "
                 "shards with a dataset card. `gen-samples push DIR --repo ID` pushes a run written earlier.")
     p.add_argument("--rows", type=_positive_int("--rows"), default=d.rows, help=f"rows in all (default {d.rows})")
     p.add_argument("--seed", type=_non_negative_int("--seed"), default=d.seed, help="same seed, same bytes")
@@ -124,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_push_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} push", description="Push a run written by gen-samples to the Hugging Face Hub.")
+    p = OneLineParser(prog=f"{PROG} push", error_prog=PROG, description="Push a run written by gen-samples to the Hugging Face Hub.")
     p.add_argument("dir", help="the folder gen-samples wrote")
     p.add_argument("--repo", default=None, help="REPO_ID, e.g. user/name (default <user>/<brand>-<country>-<rows>-rows)")
     p.add_argument("--private", action="store_true", help="create the repo as private")

@@ -37,7 +37,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -514,15 +514,11 @@ class _Scan:
     title_price: int = 0
     id_count: int = 0
     pii_count: int = 0
-    id_rows: Counter = None  # type: ignore[assignment]
-    pii_rows: Counter = None  # type: ignore[assignment]
-    metas: list = None  # type: ignore[assignment]
-    hashes: list = None  # type: ignore[assignment]
-    mirrors: list = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        self.id_rows, self.pii_rows = Counter(), Counter()
-        self.metas, self.hashes, self.mirrors = [], [], []
+    id_rows: Counter = field(default_factory=Counter)
+    pii_rows: Counter = field(default_factory=Counter)
+    metas: list = field(default_factory=list)
+    hashes: list = field(default_factory=list)
+    mirrors: list = field(default_factory=list)
 
     @classmethod
     def merge(cls, parts: list["_Scan"]) -> "_Scan":
