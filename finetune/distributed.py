@@ -122,13 +122,13 @@ def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device) -> nn.Mo
                                    find_unused_parameters=True, gradient_as_bucket_view=True)
 
 
-def global_sum(value: float | int, dist: Dist, device: torch.device) -> float:
-    """The sum of ``value`` over ranks (itself when single-process)."""
+def global_sum(values: tuple[float, ...], dist: Dist, device: torch.device) -> tuple[float, ...]:
+    """Each of ``values`` summed over ranks, in one collective (themselves when single-process)."""
     if not dist.enabled:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
-    return t.item()
+    return tuple(t.tolist())
 
 
 def barrier(dist: Dist) -> None:

@@ -345,8 +345,10 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 micro = [next_batch() for _ in range(cfg.grad_accum)]
                 micro = [b for b in micro if "labels" in b]
                 # The step's loss is the mean over every answer token of the global batch.
-                n_items = int(distributed.global_sum(sum(count_answer_tokens(b["labels"]) for b in micro),
-                                                     dist, device))
+                tokens, rows = distributed.global_sum(
+                    (sum(count_answer_tokens(b["labels"]) for b in micro),
+                     sum(len(b[data_mod.INDEX_KEY]) for b in micro)), dist, device)
+                n_items, n = int(tokens), int(rows)
                 step_loss = 0.0
                 try:
                     for i, batch in enumerate(micro):
@@ -361,7 +363,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                         # the global mean, so N undoes the average and the sum is the global gradient.
                         (loss * dist.world).backward()
                         step_loss += loss.item()
-                    step_loss = distributed.global_sum(step_loss, dist, device)
+                    (step_loss,) = distributed.global_sum((step_loss,), dist, device)
                     grad_norm = torch.nn.utils.clip_grad_norm_(
                         trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
                     state.last_grad_norm = float(grad_norm)
@@ -371,7 +373,6 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
-                n = int(distributed.global_sum(sum(len(b[data_mod.INDEX_KEY]) for b in micro), dist, device))
                 state.samples += n
                 state.last_loss = step_loss
                 if device.type == "cuda":
