@@ -39,7 +39,7 @@ def test_data_pipeline(benchmark, num_workers, tiny, splits, scale):
     from finetune.data import (INDEX_KEY, Collator, LengthGroupedBatchSampler, answer_lengths, build_prompt,
                                make_loader)
 
-    config = FinetuneConfig(model=MODEL)
+    config = FinetuneConfig(model=MODEL).validate()
     train = splits["train"]
     collator = Collator(tiny.processor, build_prompt(tiny, config.question), tiny.end_token, train=True)
     lengths = answer_lengths(train, tiny.tokenizer, tiny.end_token)

@@ -21,6 +21,9 @@ import pytest
 
 from bench import measure
 
+# As run-finetune sets it, for every contender alike (see finetune/cli.py).
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
 _MEASURE_OPTIONS = ("benchmark_only", "benchmark_enable", "benchmark_save", "benchmark_autosave", "benchmark_json")

@@ -56,16 +56,19 @@ class LoopStep:
         self.flops = (measure.lora_flops(params, image_tokens, train_vision) if config.method == "lora"
                       else measure.full_flops(params, image_tokens))
         self.model = prepare_model(loaded, config)
+        self.maskless = False
         if speed is not None:
-            from finetune.speed import apply_speed
+            from finetune.speed import apply_speed, maskless_supported
 
             apply_speed(self.model, speed)
+            self.maskless = speed.maskless and maskless_supported(self.model)
         self.model.train()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr or loaded.default_lr,
                                            weight_decay=config.weight_decay, fused=cuda)
         prompt = build_prompt(loaded, config.question)
-        collator = Collator(loaded.processor, prompt, loaded.end_token, train=True)
+        collator = Collator(loaded.processor, prompt, loaded.end_token, train=True,
+                            pad_to_multiple_of=speed.pad_to_multiple_of if speed is not None else 1)
         lengths = answer_lengths(splits["train"], loaded.tokenizer, loaded.end_token)
         sampler = Forever(LengthGroupedBatchSampler(lengths, config.batch_size, seed=config.seed),
                           config.batch_size)
@@ -77,10 +80,12 @@ class LoopStep:
         import torch
 
         from finetune.loss import compute_loss
+        from finetune.speed import drop_causal_mask
 
         batch = next(self.batches)
+        real_tokens = int(batch["attention_mask"].sum())
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                 for k, v in batch.items()}
+                 for k, v in drop_causal_mask(batch, self.maskless).items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = compute_loss(self.model, batch, kind=self.config.loss).loss
         loss.backward()
@@ -91,7 +96,7 @@ class LoopStep:
         value = loss.item()  # the loop reads the loss every step too
         measure.synchronize(str(self.device))
         ids = batch["input_ids"]
-        return {"samples": ids.shape[0], "tokens": ids.numel(), "real_tokens": int(batch["attention_mask"].sum()),
+        return {"samples": ids.shape[0], "tokens": ids.numel(), "real_tokens": real_tokens,
                 "width": ids.shape[1], "loss": value}
 
     def close(self) -> None:

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction,
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
+    p.add_argument("--preset", choices=("none", "fast", "low-memory"),
+                   help="speed levers: fast (compiled layers, no attention mask, one padded width, batch 16), "
+                        "low-memory (recomputes activations, batch 8); compilation needs CUDA. Default none")
+    p.add_argument("--lora-dropout", type=_number("--lora-dropout", float, 0),
+                   help="dropout on the LoRA input (default 0.05; 0 under a preset)")
+    p.add_argument("--fsdp", action=argparse.BooleanOptionalAction,
+                   help="shard full fine-tuning over processes (default when there are several); --no-fsdp: DDP")
     p.add_argument("--num-workers", type=_number("--num-workers", int, 0), help="DataLoader worker processes")
     p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1),
                    help="evaluate on the first N test rows")
@@ -101,6 +108,9 @@ def default_dataset(console) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Batches of varying width fragment the CUDA caching allocator: without expandable segments an
+    # H200 LoRA run stalled up to 2.5 s on some eager steps (bench/results/gpu/h200_levers.jsonl).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     from .config import FinetuneError
 
     try:

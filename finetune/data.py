@@ -194,6 +194,9 @@ class Collator:
     prompt: str
     end_token: str
     train: bool = True
+    # Training batches round their width up to this multiple (finetune/speed.py): fewer distinct
+    # shapes for the compiled graphs, the attention plans and the memory allocator.
+    pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
         import torch
@@ -221,6 +224,8 @@ class Collator:
 
         pad = tokenizer.pad_token_id
         width = max(len(p) + len(a) for p, a, _, _ in encoded)
+        if self.train and self.pad_to_multiple_of > 1:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
         labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)

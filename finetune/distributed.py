@@ -1,27 +1,51 @@
-"""One run over several processes: PyTorch DDP under ``accelerate launch`` or ``torchrun``.
+"""One run over several processes: DDP for LoRA, FSDP for full fine-tuning (``accelerate launch``, ``torchrun``).
 
 Both launchers set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; a run
 started without them is a single process and nothing here changes it.
+
+Which wrapper, and why:
+
+* LoRA trains a few million adapter weights over a frozen base. DDP replicates the model and
+  all-reduces only the adapters' gradients; sharding would all-gather the whole frozen base in every
+  forward and every backward to save the memory of tensors that are small anyway.
+* Full fine-tuning keeps, per process, the weights, their gradients and two AdamW moments: four
+  copies of the model, which DDP would replicate N times. FSDP (PyTorch's ``fully_shard``) keeps
+  1/N of each and all-gathers one transformer block at a time for its forward and backward. Each
+  block of every tower (``speed.repeated_layers``) is one unit; the rest (embeddings, head, norms,
+  projector) is the root's. ``--no-fsdp`` keeps DDP, faster when the replicated model fits anyway.
 
 What stays the same whatever the number of processes N:
 
 * ``--batch-size`` is the *global* batch: the length-grouped sampler makes the same batches as one
   process would, and rank r takes rows ``r::N`` of each (so N must divide the batch size);
-* the loss of a step is the mean over every answer token of the global batch (each rank divides its
-  sum by the global count, and DDP's gradient mean is undone by scaling with N), so gradients, the
-  schedule and the logged loss match a single process up to summation order;
-* evaluation, checkpoints, the final model and W&B happen once, on rank 0.
+* the loss of a step is the mean over every answer token of the global batch: each rank divides its
+  sum by the global count, and since DDP and FSDP both *average* gradients over ranks, scaling the
+  loss by N makes the sum the global gradient. The schedule, the logged loss and the gradient norm
+  (``clip_grad_norm_`` reduces the norm of sharded gradients over ranks) match a single process up
+  to summation order;
+* gradient accumulation reduces once per step (``no_sync``), on the last micro-batch. Under FSDP the
+  micro-batches before it keep unsharded gradients on each rank, as DDP does: fewer collectives, at
+  the memory of one gradient copy of the model;
+* checkpoints hold whole tensors in the single-process format (FSDP gathers them to rank 0 and
+  shards them again on load), so a run can resume on any number of processes;
+* evaluation, checkpoints, the final model and W&B happen once, on rank 0. A sharded model cannot
+  run a forward on one rank alone (each block all-gathers from every rank), so rank 0 evaluates and
+  saves a whole copy (``whole_model``): the weights gathered into a weightless copy of the model
+  taken before sharding. Rank 0 needs the memory of the weights once more, not of training.
 
-The loss runs inside ``LossModule.forward`` so that DDP sees the forward it wraps: our answer-only
-loss calls the backbone and head separately, which DDP would not notice outside a wrapped forward.
-Frozen parameters (a pretrained vision tower) are never registered with DDP's reducer. Some trainable
-ones get no gradient in any step (a CLIP tower's ``post_layernorm`` feeds only the pooled output, which
-a VLM does not use; the last encoder layer when features come from the one before it), so
+The loss runs inside ``LossModule.forward`` so that DDP and FSDP see the forward they wrap: our
+answer-only loss calls the backbone and head separately, which neither would notice outside a
+wrapped forward (FSDP's root all-gathers the embeddings and head in that forward's hook).
+Frozen parameters (a pretrained vision tower) are never registered with DDP's reducer; FSDP shards
+them like the others (they take no gradient and no optimizer state). Some trainable parameters get
+no gradient in any step (a CLIP tower's ``post_layernorm`` feeds only the pooled output, which a VLM
+does not use; the last encoder layer when features come from the one before it), so DDP's
 ``find_unused_parameters`` is on: its graph walk per step is small next to a VLM's forward, and
 ``static_graph`` does not combine with ``no_sync`` for gradient accumulation.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -100,7 +124,7 @@ class RankSlice:
 
 
 class LossModule(nn.Module):
-    """``forward(batch, num_items) -> loss``: the training loss as a module DDP can wrap."""
+    """``forward(batch, num_items) -> loss``: the training loss as a module DDP or FSDP can wrap."""
 
     def __init__(self, model: nn.Module, kind: str):
         super().__init__()
@@ -112,14 +136,210 @@ class LossModule(nn.Module):
         return compute_loss(self.model, batch, kind=self.kind, num_items=num_items).loss
 
 
-def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device) -> nn.Module:
+def use_fsdp(method: str, fsdp: bool | None, dist: Dist) -> bool:
+    """Whether this run shards its model: full fine-tuning over several processes, unless ``--no-fsdp``.
+
+    ``--fsdp`` with LoRA is refused by ``FinetuneConfig.validate``.
+    """
+    return dist.enabled and method == "full" and fsdp is not False
+
+
+def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device, *, shard: bool = False) -> nn.Module:
+    """The module a training step calls: ``LossModule`` as is, under DDP, or sharded in place (FSDP)."""
     module = LossModule(model, kind)
     if not dist.enabled:
         return module
+    if shard:
+        return _fully_shard(module, device, dist)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True, gradient_as_bucket_view=True)
+
+
+def _fully_shard(module: LossModule, device: torch.device, dist: Dist) -> nn.Module:
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        raise FinetuneError(f"FSDP needs torch >= 2.6 (this is {torch.__version__}): upgrade torch, or run "
+                            "with --no-fsdp to replicate the model with DDP") from None
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from .speed import repeated_layers
+
+    mesh = init_device_mesh(device.type, (dist.world,))
+    for block in repeated_layers(module.model):
+        fully_shard(block, mesh=mesh)
+    # The root stays gathered from its forward to its backward (FSDP's default for the root).
+    fully_shard(module, mesh=mesh)
+    return module
+
+
+def no_sync(module: nn.Module):
+    """A context whose backward passes keep gradients local; the first backward outside reduces them all.
+
+    DDP decides at forward time and FSDP at backward time, so the context must hold both.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(module, DistributedDataParallel):
+        return module.no_sync()
+    if _is_fsdp(module):
+        return _fsdp_no_sync(module)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module):
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+def _is_fsdp(module: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(module, FSDPModule)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model``'s parameters are FSDP shards (DTensors) rather than whole tensors."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP shard (an all-gather every rank must join), or ``t`` itself."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: whole tensors on rank 0, in the format a single process saves and loads
+
+
+def trainable_state(model: nn.Module, dist: Dist) -> dict[str, torch.Tensor]:
+    """Whole CPU copies of the trainable weights on rank 0 (``{}`` elsewhere); every rank calls it."""
+    sharded = is_sharded(model)
+    if not (sharded or dist.is_main):
+        return {}
+    state = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            whole = _whole(param.detach())
+            if dist.is_main:
+                state[name] = whole.contiguous().cpu()
+    return state
+
+
+def load_trainable_state(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy whole tensors into the model; a sharded model takes its own shard of each (every rank)."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, dist: Dist) -> dict:
+    """The optimizer's ``state_dict`` as one process would save it, on rank 0 (``{}`` elsewhere)."""
+    if not is_sharded(model):
+        return optimizer.state_dict() if dist.is_main else {}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    state = get_optimizer_state_dict(model, optimizer,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return _keyed_by_index(state) if dist.is_main else {}
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a single-process ``state_dict``; a sharded model's optimizer takes its shard (every rank)."""
+    if not is_sharded(model):
+        optimizer.load_state_dict(saved)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    # Not strict: a parameter that never had a gradient (CLIP's unused post_layernorm) has no state to load.
+    set_optimizer_state_dict(model, optimizer, _keyed_by_name(saved, model, optimizer),
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+    # That call first gives every parameter a state (a zero-lr step): keep only what was saved. And its
+    # round trip turns tuples (AdamW's betas) into lists: take the settings as saved.
+    for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
+        group.update({k: v for k, v in saved_group.items() if k != "params"})
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        if i not in saved["state"]:
+            optimizer.state.pop(param, None)
+
+
+def _keyed_by_index(state: dict) -> dict:
+    """A distributed checkpoint's optimizer state (parameter names) keyed as ``Optimizer.state_dict``."""
+    index = {name: i for i, name in enumerate(n for group in state["param_groups"] for n in group["params"])}
+    return {"state": {index[name]: value for name, value in state["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]}
+
+
+def _keyed_by_name(saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    names = [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    return {"state": {names[i]: value for i, value in saved["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
+
+
+# --------------------------------------------------------------------------------------------
+# What one process does alone: evaluation and the final save
+
+
+def weightless_copy(model: nn.Module) -> nn.Module:
+    """``model`` with meta tensors for weights (buffers kept): rank 0's frame for ``whole_model``.
+
+    Taken before sharding, it is the same class, config and generation settings as the model, and
+    tied weights stay tied (deepcopy's memo maps each parameter to one copy).
+    """
+    import copy
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+@contextlib.contextmanager
+def whole_model(model: nn.Module, frame: nn.Module | None, dist: Dist):
+    """Yield, on rank 0, a model with every current weight (``None`` on other ranks); all ranks enter.
+
+    Unsharded, that is ``model``. Sharded, the weights are gathered into ``frame`` (from
+    ``weightless_copy``) and dropped again on leaving.
+    """
+    if not is_sharded(model):
+        yield model if dist.is_main else None
+        return
+    if dist.is_main and frame is None:
+        raise ValueError("a sharded model needs its weightless copy to be evaluated on rank 0")
+    params = dict(frame.named_parameters()) if dist.is_main else {}
+    try:
+        for name, param in model.named_parameters():
+            whole = _whole(param.detach())
+            if dist.is_main:
+                _swap(params[name], whole)
+        yield frame if dist.is_main else None
+    finally:
+        for param in params.values():
+            _swap(param, torch.empty_like(param, device="meta"))
+
+
+def _swap(param: nn.Parameter, value: torch.Tensor) -> None:
+    # In place, so that every module holding this parameter (tied weights) sees the new value.
+    torch.utils.swap_tensors(param, nn.Parameter(value, requires_grad=param.requires_grad))
 
 
 def global_sum(values: tuple[float, ...], dist: Dist, device: torch.device) -> tuple[float, ...]:

@@ -1,30 +1,27 @@
-"""Speed levers for the training step, and the presets that bundle the ones that paid off.
+"""Speed levers for the training step, and the presets (``--preset``) that bundle the ones that paid off.
 
-Measured on one H100 with the phi3v-shape model, LoRA r=16, batch 16, answer-only loss, when these
-levers were first tried (those raw figures were not kept; bench/results/ holds the H200 re-measurement
-of the presets, made by bench/gpu/run.sh):
+Each lever leaves the loss unchanged (tests/test_finetune_speed.py compares losses step by step)
+except ``lora_dropout``, which a preset sets to 0 only when the run gives no ``--lora-dropout``:
 
-- eager, autocast bf16:                         24.6 samples/s, 51.8 GiB
-- + torch.compile of each decoder layer:        44.8 samples/s, 43.5 GiB  (fuses the fp32 RMSNorm,
-  rotary and SwiGLU elementwise kernels that took over half of the eager step)
-- + compile of each vision-tower layer:         45.8 samples/s, 43.5 GiB
-- + activation memory budget 0.5 (partitioner recomputes cheap ops instead of saving them):
-                                                39.9 samples/s, 24.6 GiB
-- budget 0.1 at batch 32:                       35.6 samples/s, 19.0 GiB
-- pure bf16 adapters instead of autocast:       36.1 samples/s, 54.1 GiB  (slower: not kept)
-- cuDNN attention, dropping the all-ones mask:  no measurable change (attention is ~8% of the step)
+- ``maskless``: training batches are right-padded and the decoder is causal, so no real token ever
+  attends to a pad token and the attention mask can go. Every batch then takes the same attention
+  path (flash / cuDNN instead of the masked kernel) and one compiled graph serves every step.
+- ``compile_layers``: ``torch.compile`` of each transformer block (decoder and vision tower). Eager
+  mode spends over half of a LoRA step in memory-bound elementwise kernels (fp32 RMSNorm, rotary,
+  SwiGLU, residual adds, the LoRA adds); the compiler fuses them. Blocks rather than the whole model:
+  one graph is reused by every layer, and the data-dependent parts (image-token scatter, answer
+  gather) stay in eager mode. Compiled with dynamic shapes, so a new batch width or size is no
+  recompile; compiled forwards run in training mode only (generation keeps the eager layers).
+- ``activation_memory_budget``: the fraction of activation memory the compiler's partitioner may
+  keep for backward; below 1 it recomputes cheap ops instead of saving them (memory for time).
+- ``lora_dropout`` 0: dropout writes a masked copy of every adapted layer's input and keeps it for
+  backward, pure memory traffic at the scale of the activations.
 
-Re-measured on an H200 in this repository's benchmark (bench/results/), the compiled presets ran
-*slower* than eager (fast 9.8 vs eager 23.9 samples/s at batch 16). TORCH_LOGS=recompiles
-(bench/results/gpu/h200_preset_fast_recompiles.log) shows why: the compiled decoder layer is
-recompiled for every combination of (first layer's input without grad / later layers' with grad) x
-(attention_mask a tensor / None when a batch has no padding) x (static / dynamic width), ~10 s each,
-landing in the timed rounds and reaching dynamo's recompile limit. To fix before trusting these
-presets: pass a mask in the same form every step (or pack sequences, no mask at all), mark the
-sequence dimension dynamic up front, and warm up until no new guard fails.
-
-What remains is matmul time at ~760 TFLOP/s plus memory-bound elementwise kernels that already run
-near the HBM bandwidth; see README for the ceiling analysis.
+History: the first H200 measurement of these presets (bench/results/gpu/h200_preset_fast_recompiles.log)
+ran *slower* than eager, because the compiled layer was recompiled for every combination of input
+requires_grad x mask tensor/None (unpadded batches) x static/dynamic width, ~10 s each inside the
+timed rounds. ``maskless`` plus dynamic shapes leave two decoder graphs (the first layer's input
+needs no grad, the others' do) and one vision graph, all made in the warm-up step.
 """
 from __future__ import annotations
 
@@ -37,20 +34,28 @@ from torch import nn
 @dataclass(frozen=True)
 class SpeedConfig:
     compile_layers: bool = False
-    # Fraction of activation memory the compiler's partitioner may keep (1.0 = save everything it
-    # wants). Lower values trade recomputation for memory without a second forward of whole layers.
+    maskless: bool = False
     activation_memory_budget: float = 1.0
-    batch_size: int | None = None  # a preset may suggest a batch size; an explicit flag wins
-    # LoRA dropout writes a masked copy of every adapted layer's input (and keeps it for backward):
-    # pure memory traffic at the scale of the activations. None keeps the run's setting.
+    pad_to_multiple_of: int = 1
+    # Suggestions a preset makes for settings the run leaves open (an explicit flag wins).
+    batch_size: int | None = None
     lora_dropout: float | None = None
 
 
+# Measured on one H200 (bench/gpu/levers.py, bench/results/gpu/h200_levers.jsonl), phi3v-shape LoRA r=16:
+#   eager, batch 16:                                   28.5 samples/s median step, 51.8 GiB
+#   + maskless + compiled layers:                      48.9 median but 43.9 mean: steps with a new
+#     width stalled (attention plans, allocator), 43.1 GiB
+#   + widths padded to 64 (one shape):                 47.0 mean = median, 44.6 GiB
+#   batch 12 / memory budget 0.7 at batch 16:          45.6 / 45.5 samples/s, 35.5 / 34.1 GiB
+#   batch 8, budget 0.3 (low-memory):                  36.2 samples/s, 15.2 GiB (budget 0.1: 30.9, 10.7 GiB);
+#     30.4 samples/s in the benchmark run (bench/results/Linux-CPython-3.12-64bit/0002_h200_train.json)
+#   full fine-tuning, batch 8, compiled:               33.7 samples/s, 39.4 GiB (eager: 24.0 median, 45.9 GiB)
 PRESETS: dict[str, SpeedConfig] = {
     "none": SpeedConfig(),
-    "fast": SpeedConfig(compile_layers=True, activation_memory_budget=1.0, batch_size=16, lora_dropout=0.0),
-    "balanced": SpeedConfig(compile_layers=True, activation_memory_budget=0.5, batch_size=16, lora_dropout=0.0),
-    "low-memory": SpeedConfig(compile_layers=True, activation_memory_budget=0.1, batch_size=16, lora_dropout=0.0),
+    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=64, batch_size=16, lora_dropout=0.0),
+    "low-memory": SpeedConfig(compile_layers=True, maskless=True, activation_memory_budget=0.3, batch_size=8,
+                              lora_dropout=0.0),
 }
 
 
@@ -61,28 +66,78 @@ def preset(name: str, **overrides) -> SpeedConfig:
 
 
 def repeated_layers(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of every tower (decoder and vision encoder), found by their base class.
-
-    Compiling blocks rather than the whole model keeps compile time to one graph reused by every
-    layer and leaves the data-dependent parts (image-token scatter, answer gather) in eager mode.
-    """
+    """The transformer blocks of every tower (decoder and vision encoder), found by their base class."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
 def apply_speed(model: nn.Module, cfg: SpeedConfig) -> nn.Module:
-    """Apply the levers in place. Call after peft has wrapped the model, before the first step."""
-    if cfg.activation_memory_budget < 1.0:
+    """Apply the model-side levers in place. Call after peft has wrapped the model, before the first step.
+
+    The memory budget is a process-wide setting of torch's partitioner, read when a graph compiles.
+    """
+    if cfg.activation_memory_budget < 1.0 or cfg.compile_layers:
         import torch._functorch.config as functorch_config
 
         functorch_config.activation_memory_budget = cfg.activation_memory_budget
     if cfg.compile_layers:
+        import torch._dynamo.config as dynamo_config
+
+        # Every block of a tower shares one code object, so its graphs count against one limit:
+        # two decoder graphs (input with / without grad) and the vision tower's, with room to spare.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 16)
         for layer in repeated_layers(model):
-            layer.compile()
+            compile_for_training(layer)
     return model
 
 
+def compile_for_training(layer: nn.Module) -> None:
+    """Run ``layer`` compiled in training mode and eager otherwise.
+
+    Generation (evaluation) calls the blocks with a growing KV cache, one token at a time: graphs
+    for that would cost compile time for no gain, so ``model.eval()`` switches back to eager.
+    """
+    eager = layer.forward
+    compiled = torch.compile(eager, dynamic=True)
+
+    def forward(*args, **kwargs):
+        return compiled(*args, **kwargs) if layer.training else eager(*args, **kwargs)
+
+    layer.forward = forward
+
+
+def drop_causal_mask(batch: dict, enabled: bool) -> dict:
+    """The batch without its attention mask when every row is right-padded (``maskless``).
+
+    A causal decoder never lets a real token see a later position, so right padding changes no real
+    token's output; the pad positions carry no label. Left-padded or gapped rows keep the mask.
+    """
+    mask = batch.get("attention_mask")
+    if not enabled or mask is None or "labels" not in batch:
+        return batch
+    if mask.shape[1] > 1 and bool((mask[:, 1:] > mask[:, :-1]).any()):
+        return batch  # a 0 followed by a 1: not right padding
+    return {k: v for k, v in batch.items() if k != "attention_mask"}
+
+
+def maskless_supported(model: nn.Module) -> bool:
+    """Whether dropping the mask is exact: a Llava-family model (causal decoder, positions from the
+    sequence index). Models that derive positions from the mask (Qwen2-VL's M-RoPE) keep it."""
+    from .loss import _is_llava, core_model
+
+    backbone = getattr(core_model(model), "model", None)
+    return backbone is not None and _is_llava(backbone)
+
+
 def compile_available() -> bool:
-    """torch.compile needs a working C compiler and Triton on GPU; on CPU it is rarely worth it."""
+    """torch.compile needs Triton on GPU; on CPU it is rarely worth it (and needs a C compiler)."""
     return torch.cuda.is_available()
+
+
+def resolve(name: str, *, cuda: bool) -> SpeedConfig:
+    """The preset for a run: compilation only where it pays (CUDA)."""
+    cfg = preset(name)
+    if cfg.compile_layers and not cuda:
+        cfg = replace(cfg, compile_layers=False, activation_memory_budget=1.0)
+    return cfg

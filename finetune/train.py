@@ -32,6 +32,7 @@ from . import data as data_mod
 from . import distributed
 from . import evaluate as eval_mod
 from . import models as models_mod
+from . import speed as speed_mod
 from .config import FinetuneConfig, FinetuneError, RunResult
 from .loss import core_model, count_answer_tokens
 from .tokenizer import train_tokenizer
@@ -164,10 +165,6 @@ def latest_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -183,14 +180,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, state: TrainState, cfg: FinetuneConfig) -> Path:
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: TrainState, cfg: FinetuneConfig,
+                    dist: distributed.Dist = distributed.Dist()) -> Path:
+    """Every rank calls it (a sharded model's tensors are gathered); rank 0 writes."""
     from safetensors.torch import save_file
 
     path = out / CHECKPOINTS / f"step-{state.step:08d}"
+    weights = distributed.trainable_state(model, dist)
+    optimizer_state = distributed.optimizer_state(model, optimizer, dist)
+    if not dist.is_main:
+        return path
 
     def write(tmp: str) -> None:
-        save_file(_trainable_state(model), os.path.join(tmp, "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+        save_file(weights, os.path.join(tmp, "trainable.safetensors"))
+        torch.save(optimizer_state, os.path.join(tmp, "optimizer.pt"))
         torch.save({"train_state": asdict(state), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                     "config": cfg.to_dict()}, os.path.join(tmp, "state.pt"))
 
@@ -209,10 +212,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     if missing:
         raise FinetuneError(f"checkpoint {path} does not match the model ({len(missing)} trainable tensors missing)")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    distributed.load_trainable_state(model, weights)
+    distributed.load_optimizer_state(model, optimizer,
+                                     torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
     saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(saved["rng"])
@@ -250,8 +252,8 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     if checkpoint is not None:
         _check_resumable(checkpoint, cfg)
     dist = distributed.from_env()
+    distributed.check_batch(dist, cfg.batch_size)  # before joining: every rank stops with the same message
     device = distributed.setup(dist, resolve_device(cfg.device))
-    distributed.check_batch(dist, cfg.batch_size)
     if not dist.is_main:
         console = Console(stderr=True, quiet=True)  # one voice per run: rank 0 reports
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
@@ -281,7 +283,15 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
         model.to(device)
     if dist.is_main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    step_module = distributed.wrap(model, cfg.loss, dist, device)
+    fsdp = distributed.use_fsdp(cfg.method, cfg.fsdp, dist)
+    # Taken before compilation and sharding: rank 0 evaluates and saves a whole copy of a sharded model.
+    frame = distributed.weightless_copy(model) if fsdp and dist.is_main else None
+    speed = speed_mod.resolve(cfg.preset, cuda=device.type == "cuda")
+    if speed != speed_mod.preset(cfg.preset):
+        console.print(f"--preset {cfg.preset}: no compilation on {device.type} (it pays on CUDA only)")
+    speed_mod.apply_speed(model, speed)
+    maskless = speed.maskless and speed_mod.maskless_supported(model)
+    step_module = distributed.wrap(model, cfg.loss, dist, device, shard=fsdp)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = cfg.lr or models_mod.default_lr(cfg.model, cfg.method, loaded.default_lr)
@@ -301,11 +311,15 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     # Kept now: by the end of the run, pruning may have deleted the checkpoint we started from.
     samples_before = state.samples
 
-    collator = data_mod.Collator(loaded.processor, prompt, loaded.end_token, train=True)
+    collator = data_mod.Collator(loaded.processor, prompt, loaded.end_token, train=True,
+                                 pad_to_multiple_of=speed.pad_to_multiple_of)
     loader = data_mod.make_loader(splits["train"], collator,
                                   batch_sampler=distributed.RankSlice(sampler, dist) if dist.enabled else sampler,
                                   num_workers=cfg.loader_workers(device.type == "cuda", dist.world),
                                   pin_memory=device.type == "cuda", seed=cfg.seed)
+    # Every rank must run each micro-batch's forward and backward (they gather and reduce together):
+    # one left without rows (an epoch's short last batch, unreadable images) runs this one at weight 0.
+    standin = _standin(splits["train"], collator) if dist.enabled else None
     tracker = Tracker({**cfg.to_dict(), "lr_resolved": lr, "total_steps": total_steps,
                        "trainable_parameters": sum(p.numel() for p in trainable),
                        "parameters": models_mod.count_parameters(model), "device": str(device)},
@@ -343,30 +357,37 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
             while state.step < total_steps:
                 t0 = time.perf_counter()
                 micro = [next_batch() for _ in range(cfg.grad_accum)]
-                micro = [b for b in micro if "labels" in b]
+                if standin is None:
+                    micro = [b for b in micro if "labels" in b]
+                else:
+                    micro = [b if "labels" in b else standin for b in micro]
+                real = [b for b in micro if b is not standin]
                 # The step's loss is the mean over every answer token of the global batch.
                 tokens, rows = distributed.global_sum(
-                    (sum(count_answer_tokens(b["labels"]) for b in micro),
-                     sum(len(b[data_mod.INDEX_KEY]) for b in micro)), dist, device)
+                    (sum(count_answer_tokens(b["labels"]) for b in real),
+                     sum(len(b[data_mod.INDEX_KEY]) for b in real)), dist, device)
                 n_items, n = int(tokens), int(rows)
-                step_loss = 0.0
+                # Loss and grad norm stay on the device until a log line needs them: a host sync
+                # per step would leave the GPU idle while the CPU queues the next kernels.
+                step_loss = torch.zeros((), device=device)
                 try:
                     for i, batch in enumerate(micro):
+                        weight = 0.0 if batch is standin else 1.0
                         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                                 for k, v in batch.items()}
+                                 for k, v in speed_mod.drop_causal_mask(batch, maskless).items()}
                         # Gradients are averaged over ranks once, on the step's last micro-batch.
-                        sync = contextlib.nullcontext() if not dist.enabled or i == len(micro) - 1 \
-                            else step_module.no_sync()
-                        with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                            loss = step_module(batch, n_items)
-                        # DDP averages gradients over N ranks; each rank's loss is already a share of
-                        # the global mean, so N undoes the average and the sum is the global gradient.
-                        (loss * dist.world).backward()
-                        step_loss += loss.item()
-                    (step_loss,) = distributed.global_sum((step_loss,), dist, device)
+                        sync = distributed.no_sync(step_module) if i < len(micro) - 1 else contextlib.nullcontext()
+                        with sync:
+                            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                                loss = weight * step_module(batch, n_items)
+                            # DDP and FSDP average gradients over N ranks; each rank's loss is already a share
+                            # of the global mean, so N undoes the average and the sum is the global gradient.
+                            (loss * dist.world).backward()
+                        step_loss += loss.detach()
+                    if dist.enabled:
+                        torch.distributed.all_reduce(step_loss)
                     grad_norm = torch.nn.utils.clip_grad_norm_(
                         trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-                    state.last_grad_norm = float(grad_norm)
                     optimizer.step()
                 except torch.OutOfMemoryError:
                     raise _oom_error(cfg, last_checkpoint) from None
@@ -374,53 +395,61 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.samples += n
-                state.last_loss = step_loss
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                due_log = state.step % cfg.log_every == 0 or state.step == total_steps
+                due_save = (cfg.save_every and state.step % cfg.save_every == 0) or state.step == total_steps
+                due_eval = bool(cfg.eval_every) and state.step % cfg.eval_every == 0 and state.step < total_steps
+                if first_step is None or due_log or due_save or due_eval or on_step is not None:
+                    state.last_loss, state.last_grad_norm = float(step_loss), float(grad_norm)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
                 if first_step is None:  # compilation, autotuning and NCCL set-up land in the first step
                     first_step = (time.perf_counter() - t0, n)
                 train_seconds += time.perf_counter() - t0
                 window_samples += n
 
-                if state.step % cfg.log_every == 0 or state.step == total_steps:
+                if due_log:
                     speed = window_samples / max(1e-9, time.perf_counter() - window_start)
                     mem = memory_gib(device)
                     current_lr = scheduler.get_last_lr()[0]
-                    bar.update(state.step, step_loss, current_lr, speed, mem)
-                    tracker.log({"train/loss": step_loss, "train/lr": current_lr, "train/samples_per_s": speed,
+                    bar.update(state.step, state.last_loss, current_lr, speed, mem)
+                    tracker.log({"train/loss": state.last_loss, "train/lr": current_lr, "train/samples_per_s": speed,
                                  "train/grad_norm": state.last_grad_norm,
                                  "train/peak_memory_gib": mem, "train/epoch": state.epoch}, step=state.step)
                     window_samples, window_start = 0, time.perf_counter()
-                if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total_steps and dist.is_main:
-                    result = _evaluate(model, loaded, splits, prompt, cfg, device, bf16)
-                    tracker.log_eval(result.metrics, state.step)
-                    bar.progress.console.print(
-                        f"step {state.step}: category3 accuracy "
-                        f"{result.metrics['model']['category3_accuracy']:.3f}, "
-                        f"parse rate {result.metrics['model']['parse_rate']:.3f}")
+                if due_eval:
+                    with distributed.whole_model(model, frame, dist) as whole:  # rank 0's; None elsewhere
+                        if whole is not None:
+                            result = _evaluate(whole, loaded, splits, prompt, cfg, device, bf16)
+                            tracker.log_eval(result.metrics, state.step)
+                            bar.progress.console.print(
+                                f"step {state.step}: category3 accuracy "
+                                f"{result.metrics['model']['category3_accuracy']:.3f}, "
+                                f"parse rate {result.metrics['model']['parse_rate']:.3f}")
                     window_start = time.perf_counter()
-                if (cfg.save_every and state.step % cfg.save_every == 0) or state.step == total_steps:
-                    if dist.is_main:
-                        last_checkpoint = save_checkpoint(out, model, optimizer, scheduler, state, cfg)
+                if due_save:
+                    last_checkpoint = save_checkpoint(out, model, optimizer, scheduler, state, cfg, dist)
                     distributed.barrier(dist)  # every rank's view of the run folder agrees after a save
                     window_start = time.perf_counter()
                 if on_step is not None:
                     on_step(state.step)
 
-        if dist.is_main:  # evaluation and the final model happen once
-            result = _evaluate(model, loaded, splits, prompt, cfg, device, bf16)
-            metrics = result.metrics
-            metrics["train"] = {"steps": state.step, "samples": state.samples, "final_loss": state.last_loss,
-                                "final_grad_norm": state.last_grad_norm,
-                                "samples_per_s": (state.samples - samples_before) / train_seconds if train_seconds
-                                else None, "skipped_rows": state.skipped, "processes": dist.world,
-                                "steady_samples_per_s": _steady(state.samples - samples_before, train_seconds,
-                                                                first_step)}
-            eval_mod.write_results(result, out)
-            tracker.log_eval(metrics, state.step, eval_mod.sample_predictions(result))
-            console.print(eval_mod.results_table(metrics))
-            if cfg.save_final:
-                _save_final(model, loaded, out, cfg)
+        # Evaluation and the final model happen once, on rank 0 (every rank gathers a sharded model).
+        with distributed.whole_model(model, frame, dist) as whole:
+            if whole is not None:
+                result = _evaluate(whole, loaded, splits, prompt, cfg, device, bf16)
+                metrics = result.metrics
+                metrics["train"] = {"steps": state.step, "samples": state.samples, "final_loss": state.last_loss,
+                                    "final_grad_norm": state.last_grad_norm,
+                                    "samples_per_s": (state.samples - samples_before) / train_seconds
+                                    if train_seconds else None, "skipped_rows": state.skipped,
+                                    "processes": dist.world, "fsdp": fsdp,
+                                    "steady_samples_per_s": _steady(state.samples - samples_before, train_seconds,
+                                                                    first_step)}
+                eval_mod.write_results(result, out)
+                tracker.log_eval(metrics, state.step, eval_mod.sample_predictions(result))
+                console.print(eval_mod.results_table(metrics))
+                if cfg.save_final:
+                    _save_final(whole, loaded, out, cfg)
         distributed.barrier(dist)
     finally:
         tracker.finish()
@@ -439,6 +468,14 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
         skipped_rows=state.skipped,
         resumed_from=resumed_from,
     )
+
+
+def _standin(train_split, collator) -> dict:
+    """A one-row training batch (the first readable row)."""
+    batch = next((b for b in data_mod.make_loader(train_split, collator, batch_size=1) if "labels" in b), None)
+    if batch is None:
+        raise FinetuneError("no image of the training split can be read")
+    return batch
 
 
 def _steady(samples: int, seconds: float, first_step: tuple[float, int] | None) -> float | None:

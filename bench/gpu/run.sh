@@ -2,8 +2,9 @@
 # The GPU measurements committed under bench/results/, as run on the lent machine in one call:
 #   bash bench/gpu/run.sh     (needs .whl/ from `../shared/tools/device-wheels trl`, and $OUT)
 # 1. in one pytest session (so every ratio comes from figures of the same run): the public recipe,
-#    TRL SFTTrainer and our LoRA loop at batch 8 and 16, and our speed presets (pytest-benchmark JSON);
-# 2. with FT_STEPS=N, a short `run-finetune --model phi3v-shape --method lora` job (metrics and log).
+#    TRL SFTTrainer and our LoRA loop at batch 8 and 16, our speed presets (fast, low-memory) and full
+#    fine-tuning under the fast preset (pytest-benchmark JSON);
+# 2. with FT_STEPS=N, a short `run-finetune --model phi3v-shape --method lora $FT_ARGS` job (metrics and log).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline HF_HUB_OFFLINE=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -15,9 +16,9 @@ bench() {  # name, -k expression, time limit (SIGINT: pytest still writes the JS
   timeout -s INT "$3" python3 -m pytest bench/bench_train.py --benchmark-only -k "$2" -p no:cacheprovider -q -rs \
     --benchmark-json="$OUT/$1.json" 2>&1 | tee "$OUT/$1.log" | grep -E "passed|failed|SKIP|Error|error" | tail -8
 }
-bench h200_train "${BENCH_K:-cuda and not balanced}" "${T_BENCH:-470}"
+bench h200_train "${BENCH_K:-cuda}" "${T_BENCH:-520}"
 [ -n "${FT_STEPS:-}" ] && timeout "${T_FT:-120}" python3 -m finetune --model phi3v-shape --method lora --max-steps "${FT_STEPS:-40}" \
-  --batch-size 16 --max-eval-samples 64 --eval-every 0 --save-every 0 --out "$OUT/ft" --no-wandb 2>&1 \
+  ${FT_ARGS:---batch-size 16} --max-eval-samples 64 --eval-every 0 --save-every 0 --out "$OUT/ft" --no-wandb 2>&1 \
   | tee "$OUT/finetune.log" | tail -25
 cp "$OUT/ft/metrics.json" "$OUT/finetune_metrics.json" 2>/dev/null; rm -rf "$OUT/ft"
 ls -la "$OUT"

@@ -1,0 +1,108 @@
+"""The speed levers change how fast a step runs, not what it computes: losses match step by step."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _ft_fixtures import make_rows  # noqa: E402
+
+from finetune.config import DEFAULT_QUESTION, FinetuneConfig, FinetuneError  # noqa: E402
+from finetune.data import INDEX_KEY, Collator, answer_text, build_prompt, phi3_prompt  # noqa: E402
+from finetune.loss import compute_loss  # noqa: E402
+from finetune.models import build_builtin  # noqa: E402
+from finetune.speed import (PRESETS, SpeedConfig, apply_speed, drop_causal_mask, maskless_supported,  # noqa: E402
+                            resolve)
+from finetune.tokenizer import END, IMAGE, train_tokenizer  # noqa: E402
+from finetune.train import prepare_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rows = make_rows(16, seed=5, image_size=48)
+    for i, row in enumerate(rows):
+        row[INDEX_KEY] = i
+    texts = [phi3_prompt(DEFAULT_QUESTION, IMAGE) + answer_text(r) + END for r in rows]
+    tokenizer = train_tokenizer(texts, vocab_size=512)
+    return rows, tokenizer
+
+
+def _batches(rows, loaded):
+    collate = Collator(loaded.processor, build_prompt(loaded, DEFAULT_QUESTION), loaded.end_token, train=True)
+    return [collate(rows[i:i + 4]) for i in range(0, len(rows), 4)]
+
+
+def _losses(setup, speed: SpeedConfig, steps: int = 4) -> tuple[list[float], int]:
+    """Losses of ``steps`` LoRA optimizer steps from the same start; and how many batches ran maskless."""
+    rows, tokenizer = setup
+    loaded = build_builtin("tiny", tokenizer, seed=0)
+    model = prepare_model(loaded, FinetuneConfig(model="tiny", method="lora", lora_dropout=0.0).validate())
+    apply_speed(model, speed)
+    maskless = speed.maskless and maskless_supported(model)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses, dropped = [], 0
+    for batch in _batches(rows, loaded)[:steps]:
+        batch = drop_causal_mask(batch, maskless)
+        dropped += "attention_mask" not in batch
+        loss = compute_loss(model, batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses, dropped
+
+
+def test_maskless_batches_give_the_same_losses_step_by_step(setup):
+    plain, kept = _losses(setup, SpeedConfig())
+    fast, dropped = _losses(setup, SpeedConfig(maskless=True))
+    assert kept == 0 and dropped == 4
+    assert fast == pytest.approx(plain, rel=1e-5)
+    assert plain[-1] < plain[0]  # the steps did train
+
+
+@pytest.mark.skipif(os.environ.get("SKIP_COMPILE_TEST") == "1", reason="SKIP_COMPILE_TEST=1")
+def test_compiled_layers_give_the_same_losses_step_by_step(setup):
+    # The CPU inductor backend stands in for the CUDA one: the same graphs, other kernels.
+    plain, _ = _losses(setup, SpeedConfig(), steps=3)
+    compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True), steps=3)
+    torch._dynamo.reset()
+    assert compiled == pytest.approx(plain, rel=1e-4)
+
+
+def test_only_right_padded_training_batches_lose_their_mask():
+    ids = torch.ones(2, 4, dtype=torch.long)
+    right = {"input_ids": ids, "labels": ids, "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    left = {**right, "attention_mask": torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])}
+    assert "attention_mask" not in drop_causal_mask(right, True)
+    assert "attention_mask" in drop_causal_mask(right, False)
+    assert drop_causal_mask(left, True) is left  # left padding (generation) must keep it
+    generation = {k: v for k, v in right.items() if k != "labels"}
+    assert drop_causal_mask(generation, True) is generation
+
+
+def test_compiled_layers_fall_back_to_eager_outside_training(setup):
+    _, tokenizer = setup
+    loaded = build_builtin("tiny", tokenizer, seed=0)
+    apply_speed(loaded.model, SpeedConfig(compile_layers=True))
+    layer = loaded.model.model.language_model.layers[0]
+    loaded.model.eval()
+    hidden = torch.randn(1, 3, loaded.model.config.text_config.hidden_size)
+    cos_sin = loaded.model.model.language_model.rotary_emb(hidden, torch.arange(3)[None])
+    calls = torch._dynamo.utils.counters["stats"]["calls_captured"]
+    layer(hidden, position_embeddings=cos_sin)  # eval mode: no graph captured
+    assert torch._dynamo.utils.counters["stats"]["calls_captured"] == calls
+
+
+def test_presets_fill_only_the_settings_a_run_leaves_open():
+    fast = FinetuneConfig(model="tiny", preset="fast").validate()
+    assert (fast.batch_size, fast.lora_dropout) == (PRESETS["fast"].batch_size, 0.0)
+    mine = FinetuneConfig(model="tiny", preset="low-memory", batch_size=4, lora_dropout=0.1).validate()
+    assert (mine.batch_size, mine.lora_dropout) == (4, 0.1)
+    plain = FinetuneConfig(model="tiny").validate()
+    assert (plain.batch_size, plain.lora_dropout) == (16, 0.05)
+    with pytest.raises(FinetuneError, match="--preset must be one of"):
+        FinetuneConfig(preset="turbo").validate()
+    assert not resolve("fast", cuda=False).compile_layers and resolve("fast", cuda=False).maskless
