@@ -23,6 +23,7 @@ from .config import FinetuneError
 IGNORE_INDEX = -100
 INDEX_KEY = "_index"      # dataset row index carried through a batch (for predictions)
 SKIPPED_KEY = "_skipped"  # rows of the batch dropped because their image could not be read
+SKIPPED_IDS_KEY = "_skipped_ids"  # their row indices (a run counts each unreadable row once, not per epoch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,11 +203,11 @@ class Collator:
         import torch
 
         tokenizer = self.processor.tokenizer
-        encoded, skipped = [], 0
+        encoded, skipped = [], []
         for row in rows:
             image = decode_image(row[IMAGE_COLUMN])
             if image is None:
-                skipped += 1
+                skipped.append(int(row[INDEX_KEY]))
                 continue
             enc = self.processor(text=self.prompt, images=[image], return_tensors="pt")
             prompt_ids = enc.pop("input_ids")[0].tolist()
@@ -217,7 +218,7 @@ class Collator:
             else:
                 answer_ids = []
             encoded.append((prompt_ids, answer_ids, dict(enc), row[INDEX_KEY]))
-        batch: dict[str, Any] = {SKIPPED_KEY: skipped}
+        batch: dict[str, Any] = {SKIPPED_KEY: len(skipped), SKIPPED_IDS_KEY: skipped}
         if not encoded:
             batch[INDEX_KEY] = torch.zeros(0, dtype=torch.long)
             return batch

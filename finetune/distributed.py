@@ -46,6 +46,7 @@ does not use; the last encoder layer when features come from the one before it),
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ from torch import nn
 from .config import FinetuneError
 
 # NVLink multicast can put shared GPUs out of service; never let NCCL or PyTorch use it.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
@@ -90,8 +92,11 @@ def setup(dist: Dist, device: torch.device) -> torch.device:
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
+        # The other ranks wait in a barrier while rank 0 evaluates (generation over the whole test
+        # split); NCCL's default 10-minute timeout would kill a run whose evaluation takes longer.
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                             device_id=device if device.type == "cuda" else None)
+                                             device_id=device if device.type == "cuda" else None,
+                                             timeout=COLLECTIVE_TIMEOUT)
     return device
 
 

@@ -20,7 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0      # batches of `epoch` already consumed
     samples: int = 0
-    skipped: int = 0
+    skipped: int = 0             # distinct training rows whose image could not be read
+    skipped_ids: list[int] = field(default_factory=list)
     last_loss: float | None = None
     last_grad_norm: float | None = None   # before clipping: the health signal W&B users watch
 
@@ -223,10 +224,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
 
 def _check_resumable(path: Path, cfg: FinetuneConfig) -> None:
     saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)["config"]
-    diff = [k for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    diff = [k for k in RESUME_KEYS if not _same_setting(k, saved.get(k), getattr(cfg, k))]
     if diff:
         details = ", ".join(f"{k}={saved.get(k)!r} (now {getattr(cfg, k)!r})" for k in diff)
         raise FinetuneError(f"--resume: the run in {path.parent.parent} used different settings: {details}")
+
+
+def _same_setting(key: str, saved: Any, now: Any) -> bool:
+    """Equal settings; a local dataset folder given as another path to the same place is the same."""
+    if key == "dataset" and saved != now and saved and now and Path(saved).is_dir() and Path(now).is_dir():
+        return Path(saved).resolve() == Path(now).resolve()
+    return saved == now
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,9 +349,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 batches = iter(loader)
                 continue
             state.batch_in_epoch += 1
-            state.skipped += batch[data_mod.SKIPPED_KEY]
-            if batch[data_mod.SKIPPED_KEY]:
-                console.print(f"[yellow]warning: skipped {batch[data_mod.SKIPPED_KEY]} row(s) with unreadable "
+            new = sorted(set(batch[data_mod.SKIPPED_IDS_KEY]) - set(state.skipped_ids))
+            if new:  # later epochs meet the same rows again: warn and count each once
+                state.skipped_ids += new
+                state.skipped = len(state.skipped_ids)
+                console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
                               f"images ({state.skipped} so far)")
             return batch
 

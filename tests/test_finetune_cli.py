@@ -211,6 +211,17 @@ def test_no_wandb_and_corrupt_images_are_skipped(capsys, tmp_path, quick):
     assert not (out / "wandb").exists()
 
 
+def test_an_unreadable_row_counts_once_over_several_epochs(capsys, tmp_path, quick):
+    broken = dataset_dir(tmp_path / "broken", n_train=16, n_test=4, corrupt=(3,))
+    out = tmp_path / "run"
+    code, err = run(capsys, "--config", quick, "--dataset", broken, "--out", out, "--no-wandb",
+                    "--max-steps", "6")  # three epochs of two steps
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["skipped_rows"] == 1 and metrics["train"]["samples"] == 6 * 8 - 3
+    assert " ".join(err.split()).count("row(s) with unreadable images") == 1
+
+
 def test_ctrl_c_then_resume(capsys, tmp_path, data, quick, monkeypatch):
     import finetune.train
 

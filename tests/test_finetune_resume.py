@@ -60,3 +60,12 @@ def test_resume_refuses_other_settings(tmp_path):
     train(tiny_config(data, tmp_path / "run", max_steps=1, save_final=False, max_eval_samples=2))
     with pytest.raises(FinetuneError, match=r"used different settings: lr=None \(now 0.5\)"):
         train(tiny_config(data, tmp_path / "run", max_steps=1, resume=True, lr=0.5))
+
+
+def test_resume_accepts_the_same_dataset_by_another_path(tmp_path, monkeypatch):
+    data = dataset_dir(tmp_path / "data", n_train=8, n_test=2)
+    train(tiny_config(data, tmp_path / "run", max_steps=1, save_final=False, max_eval_samples=2))
+    monkeypatch.chdir(tmp_path)
+    resumed = train(tiny_config("data", tmp_path / "run", max_steps=1, resume=True, save_final=False,
+                                max_eval_samples=2))
+    assert resumed.resumed_from == 1 and resumed.steps == 1
