@@ -37,7 +37,7 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
 
     config = FinetuneConfig(dataset=str(accuracy_dir), model=MODEL, epochs=epochs, no_wandb=True, save_every=0,
                             save_final=False, max_eval_samples=scale.accuracy_eval_rows,
-                            max_new_tokens=scale.max_new_tokens, device="cpu", seed=0)
+                            max_new_tokens=scale.max_new_tokens, device="cpu", seed=0).validate()
     runs: list = []
 
     def one_run() -> int:
@@ -65,6 +65,7 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
         "baseline_price_mae": b["median_price"]["price_mae_all"],
         "baseline_category_median_price_mae": b["category_median_price"]["price_mae_all"],
         "dataset_rows": scale.accuracy_rows, "image_size": 128, "batch_size": config.batch_size,
+        "method": config.method, "lr": config.lr,
         "num_workers": _loader_workers(config), "max_new_tokens": config.max_new_tokens, "model": MODEL,
         "peak_memory_gib": round(result.peak_memory_gib, 3) if result.peak_memory_gib is not None else None,
         "memory_kind": "process_max_rss (whole session so far)",
@@ -75,7 +76,7 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
         measure.compare("price MAE (all rows)", m["price_mae_all"], "", "median price",
                         figures["baseline_price_mae"], higher_is_better=False),
     ]
-    measure.record(benchmark, kind="accuracy", series=f"{MODEL} lora", device="cpu",
+    measure.record(benchmark, kind="accuracy", series=f"{MODEL} {config.method}", device="cpu",
                    headline_=measure.headline("category3 accuracy", m["category3_accuracy"], ""),
                    comparisons=comparisons, **figures)
     assert result.steps > 0 and 0 <= m["category3_accuracy"] <= 1

@@ -104,8 +104,9 @@ class Scale:
 MEASURE = Scale(mode="measure", rows=80, test_fraction=0.2, gpu_rows=160, metadata_rows=5000, render_rows=200,
                 e2e_rows_per_worker=1000, cli_rows=3040, augment_rows=96, pipeline_batches=4, rounds=5, warmup=1,
                 train_rounds=8, train_warmup=2, gpu_rounds=10, gpu_warmup=3, accuracy_rows=400,
-                # tiny only starts to answer in the expected format between 3 and 10 epochs of these rows
-                accuracy_epochs=(1.0, 3.0, 10.0), accuracy_eval_rows=None, max_new_tokens=48)
+                # tiny (full fine-tuning by default) answers in the expected format after 10 epochs of
+                # these rows and beats the majority baseline by 30 (cat2 25% vs 17.5% in a trial run)
+                accuracy_epochs=(3.0, 10.0, 30.0), accuracy_eval_rows=None, max_new_tokens=48)
 SMOKE = Scale(mode="smoke", rows=24, test_fraction=0.25, gpu_rows=24, metadata_rows=50, render_rows=2,
               e2e_rows_per_worker=4, cli_rows=16, augment_rows=4, pipeline_batches=1, rounds=1, warmup=0,
               train_rounds=1, train_warmup=0, gpu_rounds=1, gpu_warmup=0, accuracy_rows=24,
