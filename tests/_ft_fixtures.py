@@ -81,6 +81,19 @@ def make_dataset(n_train: int = 64, n_test: int = 16, seed: int = 0, image_size:
     return datasets.DatasetDict({"train": split(rows[:n_train]), "test": split(rows[n_train:])})
 
 
+def indexed_rows_and_tokenizer(n: int, seed: int, image_size: int = 48):
+    """``n`` rows carrying their index (as the loader gives them) and a tokenizer trained on their text."""
+    from finetune.config import DEFAULT_QUESTION
+    from finetune.data import INDEX_KEY, answer_text, phi3_prompt
+    from finetune.tokenizer import END, IMAGE, train_tokenizer
+
+    rows = make_rows(n, seed=seed, image_size=image_size)
+    for i, row in enumerate(rows):
+        row[INDEX_KEY] = i
+    texts = [phi3_prompt(DEFAULT_QUESTION, IMAGE) + answer_text(r) + END for r in rows]
+    return rows, train_tokenizer(texts, vocab_size=512)
+
+
 def write_parquet(dsd, out: Path) -> Path:
     """As ``gen-samples`` writes a dataset: ``OUT/data/{split}-00000-of-00001.parquet``."""
     (out / "data").mkdir(parents=True, exist_ok=True)

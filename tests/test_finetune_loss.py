@@ -7,23 +7,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _ft_fixtures import CATEGORIES, draw, jpeg, make_rows  # noqa: E402
+from _ft_fixtures import CATEGORIES, draw, indexed_rows_and_tokenizer, jpeg  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION  # noqa: E402
-from finetune.data import (IGNORE_INDEX, INDEX_KEY, Collator, LengthGroupedBatchSampler, answer_text,  # noqa: E402
-                           build_prompt, model_inputs, phi3_prompt)
+from finetune.data import (IGNORE_INDEX, Collator, LengthGroupedBatchSampler, answer_text,  # noqa: E402
+                           build_prompt, model_inputs)
 from finetune.loss import answer_loss, compute_loss, plain_loss  # noqa: E402
 from finetune.models import build_builtin  # noqa: E402
-from finetune.tokenizer import END, IMAGE, train_tokenizer  # noqa: E402
+from finetune.tokenizer import END, IMAGE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup():
-    rows = make_rows(12, seed=3, image_size=48)
-    for i, row in enumerate(rows):
-        row[INDEX_KEY] = i
-    texts = [phi3_prompt(DEFAULT_QUESTION, IMAGE) + answer_text(r) + END for r in rows]
-    tokenizer = train_tokenizer(texts, vocab_size=512)
+    rows, tokenizer = indexed_rows_and_tokenizer(12, seed=3)
     loaded = build_builtin("tiny", tokenizer, seed=0)
     loaded.model.eval()  # no dropout: two forward passes must be comparable
     prompt = build_prompt(loaded, DEFAULT_QUESTION)

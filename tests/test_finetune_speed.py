@@ -7,26 +7,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _ft_fixtures import make_rows  # noqa: E402
+from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION, FinetuneConfig, FinetuneError  # noqa: E402
-from finetune.data import INDEX_KEY, Collator, answer_text, build_prompt, phi3_prompt  # noqa: E402
+from finetune.data import Collator, build_prompt  # noqa: E402
 from finetune.loss import compute_loss  # noqa: E402
 from finetune.models import build_builtin  # noqa: E402
 from finetune.speed import (PRESETS, SpeedConfig, apply_speed, drop_causal_mask, maskless_supported,  # noqa: E402
                             resolve)
-from finetune.tokenizer import END, IMAGE, train_tokenizer  # noqa: E402
 from finetune.train import prepare_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup():
-    rows = make_rows(16, seed=5, image_size=48)
-    for i, row in enumerate(rows):
-        row[INDEX_KEY] = i
-    texts = [phi3_prompt(DEFAULT_QUESTION, IMAGE) + answer_text(r) + END for r in rows]
-    tokenizer = train_tokenizer(texts, vocab_size=512)
-    return rows, tokenizer
+    return indexed_rows_and_tokenizer(16, seed=5)
 
 
 def _batches(rows, loaded):
