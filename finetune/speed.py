@@ -72,10 +72,13 @@ def repeated_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def apply_speed(model: nn.Module, cfg: SpeedConfig) -> nn.Module:
-    """Apply the model-side levers in place. Call after peft has wrapped the model, before the first step.
+def apply_speed(model: nn.Module, cfg: SpeedConfig) -> int:
+    """Apply the model-side levers in place; returns how many blocks were compiled. Call after peft
+    has wrapped the model, before the first step.
 
     The memory budget is a process-wide setting of torch's partitioner, read when a graph compiles.
+    A model whose blocks are not transformers' ``GradientCheckpointingLayer`` (remote-code models
+    such as Phi-3-vision) gets no compiled block: the caller says so.
     """
     if cfg.activation_memory_budget < 1.0 or cfg.compile_layers:
         import torch._functorch.config as functorch_config
@@ -87,9 +90,11 @@ def apply_speed(model: nn.Module, cfg: SpeedConfig) -> nn.Module:
         # Every block of a tower shares one code object, so its graphs count against one limit:
         # two decoder graphs (input with / without grad) and the vision tower's, with room to spare.
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 16)
-        for layer in repeated_layers(model):
+        layers = repeated_layers(model)
+        for layer in layers:
             compile_for_training(layer)
-    return model
+        return len(layers)
+    return 0
 
 
 def compile_for_training(layer: nn.Module) -> None:

@@ -297,7 +297,8 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     speed = speed_mod.resolve(cfg.preset, cuda=device.type == "cuda")
     if speed != speed_mod.preset(cfg.preset):
         console.print(f"--preset {cfg.preset}: no compilation on {device.type} (it pays on CUDA only)")
-    speed_mod.apply_speed(model, speed)
+    if speed_mod.apply_speed(model, speed) == 0 and speed.compile_layers:
+        console.print(f"--preset {cfg.preset}: no transformer blocks of {cfg.model} to compile; they run eager")
     maskless = speed.maskless and speed_mod.maskless_supported(model)
     step_module = distributed.wrap(model, cfg.loss, dist, device, shard=fsdp)
 

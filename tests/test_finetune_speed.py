@@ -61,7 +61,9 @@ def test_maskless_batches_give_the_same_losses_step_by_step(setup):
 def test_compiled_layers_give_the_same_losses_step_by_step(setup):
     # The CPU inductor backend stands in for the CUDA one: the same graphs, other kernels.
     plain, _ = _losses(setup, SpeedConfig(), steps=3)
+    captured = torch._dynamo.utils.counters["stats"]["calls_captured"]
     compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True), steps=3)
+    assert torch._dynamo.utils.counters["stats"]["calls_captured"] > captured  # graphs were made and run
     torch._dynamo.reset()
     assert compiled == pytest.approx(plain, rel=1e-4)
 
@@ -80,7 +82,7 @@ def test_only_right_padded_training_batches_lose_their_mask():
 def test_compiled_layers_fall_back_to_eager_outside_training(setup):
     _, tokenizer = setup
     loaded = build_builtin("tiny", tokenizer, seed=0)
-    apply_speed(loaded.model, SpeedConfig(compile_layers=True))
+    assert apply_speed(loaded.model, SpeedConfig(compile_layers=True)) == 4  # 2 vision + 2 decoder blocks
     layer = loaded.model.model.language_model.layers[0]
     loaded.model.eval()
     hidden = torch.randn(1, 3, loaded.model.config.text_config.hidden_size)
