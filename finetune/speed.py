@@ -37,6 +37,9 @@ class SpeedConfig:
     maskless: bool = False
     activation_memory_budget: float = 1.0
     pad_to_multiple_of: int = 1
+    # torch.compile's mode for the blocks (None: default). Candidates not yet measured on a GPU, kept
+    # for bench/gpu/levers.py: "reduce-overhead" (CUDA graphs; static shapes), "max-autotune-no-cudagraphs".
+    compile_mode: str | None = None
     # Suggestions a preset makes for settings the run leaves open (an explicit flag wins).
     batch_size: int | None = None
     lora_dropout: float | None = None
@@ -92,19 +95,20 @@ def apply_speed(model: nn.Module, cfg: SpeedConfig) -> int:
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 16)
         layers = repeated_layers(model)
         for layer in layers:
-            compile_for_training(layer)
+            compile_for_training(layer, cfg.compile_mode)
         return len(layers)
     return 0
 
 
-def compile_for_training(layer: nn.Module) -> None:
+def compile_for_training(layer: nn.Module, mode: str | None = None) -> None:
     """Run ``layer`` compiled in training mode and eager otherwise.
 
     Generation (evaluation) calls the blocks with a growing KV cache, one token at a time: graphs
     for that would cost compile time for no gain, so ``model.eval()`` switches back to eager.
     """
     eager = layer.forward
-    compiled = torch.compile(eager, dynamic=True)
+    # CUDA graphs record one graph per shape: they need the static shapes that padding gives.
+    compiled = torch.compile(eager, dynamic=mode != "reduce-overhead", mode=mode)
 
     def forward(*args, **kwargs):
         return compiled(*args, **kwargs) if layer.training else eager(*args, **kwargs)

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 P = {"compile_layers": True, "maskless": True, "pad_to_multiple_of": 64}
-# name: (FinetuneConfig overrides, SpeedConfig overrides, SDPA priority or None)
+# name: (FinetuneConfig overrides, SpeedConfig overrides, "cudnn" (SDPA priority) | "coordinate_descent"
+# (inductor tunes its pointwise and reduction kernels) | None)
 CONFIGS = {
     "fast_bs16": ({"batch_size": 16}, {"compile_layers": True, "maskless": True}, None),
     "fast_bs8": ({"batch_size": 8}, {"compile_layers": True, "maskless": True}, None),
@@ -46,6 +47,11 @@ CONFIGS = {
     "lowmem_p64_b03_bs8": ({"batch_size": 8}, {**P, "activation_memory_budget": 0.3}, None),
     "full_p64_bs8": ({"batch_size": 8, "method": "full"}, P, None),
     "eager_p64_bs16": ({"batch_size": 16}, {"pad_to_multiple_of": 64}, None),
+    # Not measured yet (next candidates for issue #9): CUDA graphs, GEMM templates with fused epilogues,
+    # tuned elementwise kernels.
+    "fast_p64_cudagraphs_bs16": ({"batch_size": 16}, {**P, "compile_mode": "reduce-overhead"}, None),
+    "fast_p64_maxautotune_bs16": ({"batch_size": 16}, {**P, "compile_mode": "max-autotune-no-cudagraphs"}, None),
+    "fast_p64_coordinate_bs16": ({"batch_size": 16}, P, "coordinate_descent"),
 }
 
 
@@ -114,7 +120,7 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
     from finetune.models import build_builtin
     from finetune.speed import SpeedConfig
 
-    overrides, speed_overrides, attention = CONFIGS[name]
+    overrides, speed_overrides, variant = CONFIGS[name]
     config = FinetuneConfig(model=model, no_wandb=True, **{"method": "lora", "lora_dropout": 0.0,
                                                                     **overrides}).validate()
     speed = replace(SpeedConfig(), **speed_overrides)
@@ -122,8 +128,11 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
     functorch_config.activation_memory_budget = 1.0
     loaded = build_builtin(model, tokenizer, device=device,
                            dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.coordinate_descent_tuning = variant == "coordinate_descent"
     backends = ([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                 SDPBackend.MATH] if attention == "cudnn" else None)
+                 SDPBackend.MATH] if variant == "cudnn" else None)
     context = sdpa_kernel(backends, set_priority=True) if backends else _null()
     step = LoopStep(loaded, splits, config, device=device, speed=speed)
     del loaded
@@ -159,7 +168,7 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
             torch.cuda.empty_cache()
         functorch_config.activation_memory_budget = 1.0
     return {"name": name, "config": {k: getattr(config, k) for k in ("method", "batch_size", "lora_r", "lora_dropout")},
-            "speed": asdict(speed), "attention": attention or "default",
+            "speed": asdict(speed), "variant": variant or "default",
             "samples_per_s": samples / sum(times), "median_step_s": statistics.median(times),
             "peak_memory_gib": peak, "gpu_busy_pct": busy.mean, "warmup_s": compile_s,
             "graphs_made_while_timed": recompiled, "loss_first": losses[0], "loss_last": losses[-1],
@@ -177,7 +186,8 @@ def profile(step, path: Path, steps: int = 3) -> None:
         for _ in range(steps):
             step()
         wall = time.perf_counter() - t
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0)]
+    # Kernels only: the ATen op that launched a kernel carries the same time again as its "self device time".
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     kinds: dict[str, float] = {}
     total = 0.0
     for e in events:
