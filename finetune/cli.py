@@ -18,6 +18,8 @@ from pathlib import Path
 
 from generator.cli_parser import OneLineParser, fail
 
+from .speed import PRESETS
+
 PROG = "run-finetune"
 # The product's default catalogue, as `gen-samples` makes it with no flags: both tools share its folder.
 DEFAULT_ROWS = 3040
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction,
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
-    p.add_argument("--preset", choices=("none", "fast", "low-memory"),
+    p.add_argument("--preset", choices=tuple(PRESETS),
                    help="speed levers: fast (compiled layers, no attention mask, one padded width, batch 16), "
                         "low-memory (recomputes activations, batch 8); compilation needs CUDA. Default none")
     p.add_argument("--lora-dropout", type=_number("--lora-dropout", float, 0),

@@ -22,8 +22,7 @@ from .config import FinetuneError
 
 IGNORE_INDEX = -100
 INDEX_KEY = "_index"      # dataset row index carried through a batch (for predictions)
-SKIPPED_KEY = "_skipped"  # rows of the batch dropped because their image could not be read
-SKIPPED_IDS_KEY = "_skipped_ids"  # their row indices (a run counts each unreadable row once, not per epoch)
+SKIPPED_KEY = "_skipped"  # indices of the rows the batch dropped because their image could not be read
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +217,7 @@ class Collator:
             else:
                 answer_ids = []
             encoded.append((prompt_ids, answer_ids, dict(enc), row[INDEX_KEY]))
-        batch: dict[str, Any] = {SKIPPED_KEY: len(skipped), SKIPPED_IDS_KEY: skipped}
+        batch: dict[str, Any] = {SKIPPED_KEY: skipped}
         if not encoded:
             batch[INDEX_KEY] = torch.zeros(0, dtype=torch.long)
             return batch

@@ -210,7 +210,7 @@ def generate_texts(model, loaded, test_ds, prompt: str, *, batch_size: int, max_
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for batch in loader:
                 if task is not None:
-                    progress.advance(task, len(batch[INDEX_KEY]) + batch[SKIPPED_KEY])
+                    progress.advance(task, len(batch[INDEX_KEY]) + len(batch[SKIPPED_KEY]))
                 if "input_ids" not in batch:
                     continue
                 inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}

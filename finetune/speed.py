@@ -26,9 +26,10 @@ needs no grad, the others' do) and one vision graph, all made in the warm-up ste
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads PRESETS before torch loads
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def compile_for_training(layer: nn.Module, mode: str | None = None) -> None:
     Generation (evaluation) calls the blocks with a growing KV cache, one token at a time: graphs
     for that would cost compile time for no gain, so ``model.eval()`` switches back to eager.
     """
+    import torch
+
     eager = layer.forward
     # CUDA graphs record one graph per shape: they need the static shapes that padding gives.
     compiled = torch.compile(eager, dynamic=mode != "reduce-overhead", mode=mode)
@@ -137,11 +140,6 @@ def maskless_supported(model: nn.Module) -> bool:
 
     backbone = getattr(core_model(model), "model", None)
     return backbone is not None and _is_llava(backbone)
-
-
-def compile_available() -> bool:
-    """torch.compile needs Triton on GPU; on CPU it is rarely worth it (and needs a C compiler)."""
-    return torch.cuda.is_available()
 
 
 def resolve(name: str, *, cuda: bool) -> SpeedConfig:

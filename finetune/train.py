@@ -20,7 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,13 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0      # batches of `epoch` already consumed
     samples: int = 0
-    skipped: int = 0             # distinct training rows whose image could not be read
-    skipped_ids: list[int] = field(default_factory=list)
+    skipped_ids: list[int] = field(default_factory=list)  # training rows whose image could not be read
     last_loss: float | None = None
     last_grad_norm: float | None = None   # before clipping: the health signal W&B users watch
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_ids)
 
 
 class WarmupCosine:
@@ -219,7 +222,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
     saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(saved["rng"])
-    return TrainState(**saved["train_state"])
+    known = {f.name for f in fields(TrainState)}  # an older checkpoint's "skipped" count is now derived
+    return TrainState(**{k: v for k, v in saved["train_state"].items() if k in known})
 
 
 def _check_resumable(path: Path, cfg: FinetuneConfig) -> None:
@@ -350,10 +354,9 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 batches = iter(loader)
                 continue
             state.batch_in_epoch += 1
-            new = sorted(set(batch[data_mod.SKIPPED_IDS_KEY]) - set(state.skipped_ids))
+            new = sorted(set(batch[data_mod.SKIPPED_KEY]) - set(state.skipped_ids))
             if new:  # later epochs meet the same rows again: warn and count each once
                 state.skipped_ids += new
-                state.skipped = len(state.skipped_ids)
                 console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
                               f"images ({state.skipped} so far)")
             return batch

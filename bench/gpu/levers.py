@@ -12,6 +12,7 @@ budget runs low, so one lease call holds the whole sweep.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import json
 import statistics
@@ -133,7 +134,7 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
     inductor_config.coordinate_descent_tuning = variant == "coordinate_descent"
     backends = ([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                  SDPBackend.MATH] if variant == "cudnn" else None)
-    context = sdpa_kernel(backends, set_priority=True) if backends else _null()
+    context = sdpa_kernel(backends, set_priority=True) if backends else contextlib.nullcontext()
     step = LoopStep(loaded, splits, config, device=device, speed=speed)
     del loaded
     step.batches = waits = TimedIter(step.batches)
@@ -208,14 +209,6 @@ def profile(step, path: Path, steps: int = 3) -> None:
     lines.append(prof.key_averages().table(sort_by="self_device_time_total", row_limit=45, max_name_column_width=90))
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:8]), flush=True)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main() -> None:
