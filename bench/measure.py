@@ -386,6 +386,9 @@ def train_figures(rounds: Rounds, *, flops: FlopModel, device: str, peak_memory_
     included) and ``real_tokens`` (attention-mask ones). Throughput is totals over total time.
     """
     samples = sum(r["samples"] for r in rounds.results)
+    # A round may run several optimizer steps and synchronize once (bench/ours.py LoopStep).
+    steps = sum(r.get("steps", 1) for r in rounds.results)
+    per_round = steps / len(rounds.results) if rounds.results else 1
     tokens = sum(r["tokens"] for r in rounds.results)
     real = sum(r["real_tokens"] for r in rounds.results)
     seconds = rounds.total
@@ -397,9 +400,10 @@ def train_figures(rounds: Rounds, *, flops: FlopModel, device: str, peak_memory_
         "samples_per_s": samples / seconds,
         "tokens_per_s": tokens / seconds,
         "real_tokens_per_s": real / seconds,
-        "step_time_s": rounds.median,
-        "step_time_mean_s": seconds / len(rounds.seconds),
-        "steps_timed": len(rounds.seconds),
+        "step_time_s": rounds.median / per_round,
+        "step_time_mean_s": seconds / steps,
+        "steps_timed": steps,
+        "steps_per_round": per_round,
         "tokens_per_sample": tokens / samples,
         "real_tokens_per_sample": real / samples,
         "peak_memory_gib": round(peak_memory_gib, 3),

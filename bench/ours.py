@@ -37,9 +37,9 @@ class Forever:
 
 
 class LoopStep:
-    """One optimizer step of our loop per call; returns what the step processed."""
+    """``steps_per_call`` optimizer steps of our loop per call; returns what they processed."""
 
-    def __init__(self, loaded, splits, config, *, device: str, speed=None):
+    def __init__(self, loaded, splits, config, *, device: str, speed=None, steps_per_call: int = 1):
         import torch
 
         from finetune.data import (Collator, LengthGroupedBatchSampler, answer_lengths, build_prompt,
@@ -48,6 +48,7 @@ class LoopStep:
 
         self.device = torch.device(device)
         self.config = config
+        self.steps_per_call = steps_per_call
         cuda = self.device.type == "cuda"
         self.bf16 = config.bf16 if config.bf16 is not None else cuda
         train_vision = loaded.train_vision if config.train_vision is None else config.train_vision
@@ -57,6 +58,7 @@ class LoopStep:
                       else measure.full_flops(params, image_tokens))
         self.model = prepare_model(loaded, config)
         self.maskless = False
+        self.speed = speed
         if speed is not None:
             from finetune.speed import apply_speed, maskless_supported
 
@@ -77,15 +79,28 @@ class LoopStep:
         self.batches = iter(self.loader)
 
     def __call__(self) -> dict[str, Any]:
+        """``steps_per_call`` optimizer steps, then one synchronize: like the loop, which reads the
+        loss only at log steps, the host queues the next step while the GPU runs this one."""
+        out = {"samples": 0, "tokens": 0, "real_tokens": 0}
+        for _ in range(self.steps_per_call):
+            one = self._step()
+            for k in out:
+                out[k] += one[k]
+        measure.synchronize(str(self.device))  # the round's time covers its GPU work
+        return {**out, "steps": self.steps_per_call, "width": one["width"], "loss": one["loss"].item()}
+
+    def _step(self) -> dict[str, Any]:
         import torch
 
-        from finetune.loss import compute_loss
-        from finetune.speed import drop_causal_mask
+        from finetune.loss import compute_loss, with_answer_index
+        from finetune.speed import begin_step, drop_causal_mask
 
         batch = next(self.batches)
         real_tokens = int(batch["attention_mask"].sum())
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                 for k, v in drop_causal_mask(batch, self.maskless).items()}
+                 for k, v in drop_causal_mask(with_answer_index(batch), self.maskless).items()}
+        if self.speed is not None:
+            begin_step(self.speed)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = compute_loss(self.model, batch, kind=self.config.loss).loss
         loss.backward()
@@ -93,11 +108,9 @@ class LoopStep:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        value = loss.item()  # the loop reads the loss every step too
-        measure.synchronize(str(self.device))
         ids = batch["input_ids"]
         return {"samples": ids.shape[0], "tokens": ids.numel(), "real_tokens": real_tokens,
-                "width": ids.shape[1], "loss": value}
+                "width": ids.shape[1], "loss": loss.detach()}
 
     def close(self) -> None:
         # Ends the loader's worker processes now rather than at garbage collection.

@@ -12,12 +12,19 @@ fused cross-entropy.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, model_inputs
+from .speed import unmasked_attention
+
+# Flat positions ``b * seq + t`` of the hidden states that predict an answer token, computed from the
+# labels on the CPU before the batch moves to the device (``with_answer_index``): selecting them on
+# the device by a boolean mask would make the host wait for the GPU in the middle of every step.
+ANSWER_INDEX_KEY = "_answer_index"
 
 
 @dataclass
@@ -35,6 +42,20 @@ def core_model(model):
 def count_answer_tokens(labels: torch.Tensor) -> int:
     """Tokens that a batch's loss covers (each label after the first position predicts one)."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def answer_index(labels: torch.Tensor) -> torch.Tensor:
+    """Flat positions of ``[batch, seq]`` whose next label is an answer token."""
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return predicts.flatten().nonzero().squeeze(1)
+
+
+def with_answer_index(batch: dict) -> dict:
+    """The batch with its answer positions (``ANSWER_INDEX_KEY``); call it where the labels are on the CPU."""
+    if "labels" not in batch or ANSWER_INDEX_KEY in batch:
+        return batch
+    return {**batch, ANSWER_INDEX_KEY: answer_index(batch["labels"])}
 
 
 def supports_answer_loss(model) -> bool:
@@ -58,7 +79,8 @@ def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | N
     batch's), so accumulated micro-batches add up to the mean over every answer token of the step.
     """
     labels = batch["labels"]
-    tokens = count_answer_tokens(labels)
+    index = batch.get(ANSWER_INDEX_KEY)
+    tokens = index.numel() if index is not None else count_answer_tokens(labels)
     num_items = num_items or max(tokens, 1)
     if kind == "answer" and supports_answer_loss(model):
         return LossOutput(answer_loss(model, batch, num_items=num_items), tokens)
@@ -74,14 +96,16 @@ def plain_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Ten
 def answer_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Tensor:
     """Cross-entropy from logits computed only at the positions that predict answer tokens."""
     labels = batch["labels"]
+    index = batch.get(ANSWER_INDEX_KEY)
+    if index is None:
+        index = answer_index(labels)
     hidden = backbone_hidden_states(model, model_inputs(batch))
-    # Position t predicts token t+1: keep the hidden states whose next label is an answer token.
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    selected = hidden[:, :-1][keep]
+    # Position t predicts token t+1, the next flat position of the same row.
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     logits = core_model(model).get_output_embeddings()(selected)
-    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return loss / (num_items or max(int(keep.sum()), 1))
+    targets = labels.reshape(-1).index_select(0, index + 1)
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss / (num_items or max(index.numel(), 1))
 
 
 def backbone_hidden_states(model, inputs: dict) -> torch.Tensor:
@@ -98,7 +122,10 @@ def backbone_hidden_states(model, inputs: dict) -> torch.Tensor:
         inputs = dict(inputs)
         features = image_features(backbone, inputs.pop("pixel_values"))
         inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
-    out = backbone(**inputs, use_cache=False)
+    # A batch without a mask is a maskless (right-padded, causal) batch: attention needs no mask built.
+    unmasked = "attention_mask" not in inputs and _is_llava(backbone)
+    with unmasked_attention(backbone.language_model.config) if unmasked else contextlib.nullcontext():
+        out = backbone(**inputs, use_cache=False)
     return out[0]
 
 

@@ -25,6 +25,7 @@ needs no grad, the others' do) and one vision graph, all made in the warm-up ste
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -110,13 +111,22 @@ def compile_for_training(layer: nn.Module, mode: str | None = None) -> None:
     import torch
 
     eager = layer.forward
-    # CUDA graphs record one graph per shape: they need the static shapes that padding gives.
-    compiled = torch.compile(eager, dynamic=mode != "reduce-overhead", mode=mode)
+    # Dynamic shapes under CUDA graphs too: one compiled graph, recorded once per batch shape.
+    compiled = torch.compile(eager, dynamic=True, mode=mode)
 
     def forward(*args, **kwargs):
         return compiled(*args, **kwargs) if layer.training else eager(*args, **kwargs)
 
     layer.forward = forward
+
+
+def begin_step(cfg: SpeedConfig) -> None:
+    """Tell CUDA graphs (``compile_mode="reduce-overhead"``) that a new forward/backward begins, so the
+    memory of the previous one's graph outputs may be reused. Call before each micro-batch."""
+    if cfg.compile_layers and cfg.compile_mode == "reduce-overhead":
+        import torch
+
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def drop_causal_mask(batch: dict, enabled: bool) -> dict:
@@ -131,6 +141,34 @@ def drop_causal_mask(batch: dict, enabled: bool) -> dict:
     if mask.shape[1] > 1 and bool((mask[:, 1:] > mask[:, :-1]).any()):
         return batch  # a 0 followed by a 1: not right padding
     return {k: v for k, v in batch.items() if k != "attention_mask"}
+
+
+# transformers' SDPA attention under a name that has no mask function: the decoder then builds no
+# mask at all and SDPA runs with ``is_causal``. The same kernel and result as "sdpa" without a mask,
+# minus the mask builder's check for packed sequences, which reads a device tensor on the host
+# (a GPU sync in the middle of every forward).
+UNMASKED_SDPA = "sdpa_unmasked"
+
+
+@contextlib.contextmanager
+def unmasked_attention(config):
+    """While active, a decoder with SDPA attention (``config``) runs causal attention without a mask.
+
+    For maskless batches only (``drop_causal_mask``): right padding, nothing packed.
+    """
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if UNMASKED_SDPA not in AttentionInterface._global_mapping:
+        AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
+    config._attn_implementation = UNMASKED_SDPA
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
 
 
 def maskless_supported(model: nn.Module) -> bool:

@@ -34,7 +34,7 @@ from . import evaluate as eval_mod
 from . import models as models_mod
 from . import speed as speed_mod
 from .config import FinetuneConfig, FinetuneError, RunResult
-from .loss import core_model, count_answer_tokens
+from .loss import core_model, count_answer_tokens, with_answer_index
 from .tokenizer import train_tokenizer
 from .tracking import Tracker, TrainProgress, memory_gib, wandb_mode
 
@@ -387,8 +387,10 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 try:
                     for i, batch in enumerate(micro):
                         weight = 0.0 if batch is standin else 1.0
+                        batch = speed_mod.drop_causal_mask(with_answer_index(batch), maskless)
                         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                                 for k, v in speed_mod.drop_causal_mask(batch, maskless).items()}
+                                 for k, v in batch.items()}
+                        speed_mod.begin_step(speed)
                         # Gradients are averaged over ranks once, on the step's last micro-batch.
                         sync = distributed.no_sync(step_module) if i < len(micro) - 1 else contextlib.nullcontext()
                         with sync:

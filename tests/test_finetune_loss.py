@@ -12,7 +12,8 @@ from _ft_fixtures import CATEGORIES, draw, indexed_rows_and_tokenizer, jpeg  # n
 from finetune.config import DEFAULT_QUESTION  # noqa: E402
 from finetune.data import (IGNORE_INDEX, Collator, LengthGroupedBatchSampler, answer_text,  # noqa: E402
                            build_prompt, model_inputs)
-from finetune.loss import answer_loss, compute_loss, plain_loss  # noqa: E402
+from finetune.loss import (ANSWER_INDEX_KEY, answer_index, answer_loss, compute_loss, plain_loss,  # noqa: E402
+                           with_answer_index)
 from finetune.models import build_builtin  # noqa: E402
 from finetune.tokenizer import END, IMAGE  # noqa: E402
 
@@ -93,6 +94,26 @@ def test_answer_only_loss_equals_the_models_own_loss(setup):
     changed["labels"][0, 3] = batch["input_ids"][0, 3]
     with torch.no_grad():
         assert not torch.allclose(plain_loss(loaded.model, changed), plain)
+
+
+def test_answer_positions_from_the_cpu_labels_give_the_same_loss(setup):
+    """The training loop hands the loss its answer positions (computed before the device copy, so
+    the step never waits for the GPU); they are exactly the positions the labels mark."""
+    rows, loaded, _ = setup
+    batch = _collate(setup, rows[:6])
+    labels = batch["labels"]
+    width = labels.shape[1]
+    expected = [b * width + t for b, t in (labels[:, 1:] != IGNORE_INDEX).nonzero().tolist()]
+    assert answer_index(labels).tolist() == expected
+    indexed = with_answer_index(batch)
+    assert indexed[ANSWER_INDEX_KEY].tolist() == expected
+    with torch.no_grad():
+        torch.testing.assert_close(answer_loss(loaded.model, indexed), answer_loss(loaded.model, batch),
+                                   rtol=0, atol=0)
+        assert compute_loss(loaded.model, indexed).tokens == len(expected)
+        # Control: the loss reads the given positions (moved one token back, the loss moves).
+        moved = dict(indexed, **{ANSWER_INDEX_KEY: indexed[ANSWER_INDEX_KEY] - 1})
+        assert abs(answer_loss(loaded.model, moved) - answer_loss(loaded.model, batch)) > 1e-3
 
 
 def test_loss_gradient_reaches_only_answer_predicting_logits(setup):

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 P = {"compile_layers": True, "maskless": True, "pad_to_multiple_of": 64}
+P16 = {**P, "pad_to_multiple_of": 16}
 # name: (FinetuneConfig overrides, SpeedConfig overrides, "cudnn" (SDPA priority) | "coordinate_descent"
 # (inductor tunes its pointwise and reduction kernels) | None)
 CONFIGS = {
@@ -48,8 +49,20 @@ CONFIGS = {
     "lowmem_p64_b03_bs8": ({"batch_size": 8}, {**P, "activation_memory_budget": 0.3}, None),
     "full_p64_bs8": ({"batch_size": 8, "method": "full"}, P, None),
     "eager_p64_bs16": ({"batch_size": 16}, {"pad_to_multiple_of": 64}, None),
-    # Not measured yet (next candidates for issue #9): CUDA graphs, GEMM templates with fused epilogues,
-    # tuned elementwise kernels.
+    # Session 3: widths padded to 16 (phi3v-shape rows are 607-615 tokens: 608/624 instead of 640),
+    # memory budgets for <= 32 GiB, CUDA graphs, and a batch of 2 to show the per-step CPU cost.
+    "fast_p16_bs16": ({"batch_size": 16}, P16, None),
+    "fast_p16_b07_bs16": ({"batch_size": 16}, {**P16, "activation_memory_budget": 0.7}, None),
+    "fast_p16_b065_bs16": ({"batch_size": 16}, {**P16, "activation_memory_budget": 0.65}, None),
+    "lowmem_p16_b03_bs8": ({"batch_size": 8}, {**P16, "activation_memory_budget": 0.3}, None),
+    "fast_p16_bs2": ({"batch_size": 2}, P16, None),
+    "lowmem_p16_b03_cudagraphs_bs8": ({"batch_size": 8}, {**P16, "activation_memory_budget": 0.3,
+                                                          "compile_mode": "reduce-overhead"}, None),
+    "fast_p8_bs16": ({"batch_size": 16}, {**P, "pad_to_multiple_of": 8}, None),
+    "fast_p16_cudagraphs_bs16": ({"batch_size": 16}, {**P16, "compile_mode": "reduce-overhead"}, None),
+    "fast_p16_coordinate_bs16": ({"batch_size": 16}, P16, "coordinate_descent"),
+    "fast_p16_b07_bs14": ({"batch_size": 14}, {**P16, "activation_memory_budget": 0.7}, None),
+    # Not measured yet: GEMM templates with fused epilogues.
     "fast_p64_cudagraphs_bs16": ({"batch_size": 16}, {**P, "compile_mode": "reduce-overhead"}, None),
     "fast_p64_maxautotune_bs16": ({"batch_size": 16}, {**P, "compile_mode": "max-autotune-no-cudagraphs"}, None),
     "fast_p64_coordinate_bs16": ({"batch_size": 16}, P, "coordinate_descent"),
@@ -110,7 +123,7 @@ def data(workdir: Path, rows: int):
 
 
 def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: str = "phi3v-shape",
-                device: str = "cuda", profile_to: Path | None = None) -> dict:
+                device: str = "cuda", profile_to: Path | None = None, round_steps: int = 5) -> dict:
     import torch
     import torch._dynamo
     import torch._functorch.config as functorch_config
@@ -135,7 +148,9 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
     backends = ([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                  SDPBackend.MATH] if variant == "cudnn" else None)
     context = sdpa_kernel(backends, set_priority=True) if backends else contextlib.nullcontext()
-    step = LoopStep(loaded, splits, config, device=device, speed=speed)
+    # Rounds of a few steps and one synchronize, as the loop runs (it syncs only to log).
+    step = LoopStep(loaded, splits, config, device=device, speed=speed, steps_per_call=round_steps)
+    rounds = max(1, steps // round_steps)
     del loaded
     step.batches = waits = TimedIter(step.batches)
     try:
@@ -143,13 +158,14 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
             t0 = time.perf_counter()
             losses = [step()["loss"] for _ in range(warmup)]
             compile_s = time.perf_counter() - t0
+            syncs = host_syncs(step) if device == "cuda" else None
             graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             times, samples = [], 0
             waits.seconds.clear()
             with GpuBusy() as busy:
-                for _ in range(steps):
+                for _ in range(rounds):
                     t = time.perf_counter()
                     out = step()
                     times.append(time.perf_counter() - t)
@@ -170,11 +186,33 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
         functorch_config.activation_memory_budget = 1.0
     return {"name": name, "config": {k: getattr(config, k) for k in ("method", "batch_size", "lora_r", "lora_dropout")},
             "speed": asdict(speed), "variant": variant or "default",
-            "samples_per_s": samples / sum(times), "median_step_s": statistics.median(times),
+            "samples_per_s": samples / sum(times), "median_step_s": statistics.median(times) / round_steps,
+            "round_steps": round_steps,
             "peak_memory_gib": peak, "gpu_busy_pct": busy.mean, "warmup_s": compile_s,
-            "graphs_made_while_timed": recompiled, "loss_first": losses[0], "loss_last": losses[-1],
-            "steps_timed": steps, "step_times_s": [round(t, 4) for t in times],
+            "graphs_made_while_timed": recompiled, "host_syncs_per_round": syncs, "loss_first": losses[0], "loss_last": losses[-1],
+            "steps_timed": rounds * round_steps, "round_times_s": [round(t, 4) for t in times],
             "data_wait_s": [round(t, 4) for t in waits.seconds[:steps]]}
+
+
+def host_syncs(step) -> dict:
+    """Where one step makes the host wait for the GPU (torch's sync debug mode), beside the step's final sync."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    sites: dict[str, int] = {}
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            site = f"{Path(w.filename).name}:{w.lineno}"
+            sites[site] = sites.get(site, 0) + 1
+    return sites
 
 
 def profile(step, path: Path, steps: int = 3) -> None:
@@ -218,7 +256,8 @@ def main() -> None:
     p.add_argument("--only", nargs="*")
     p.add_argument("--rows", type=int, default=640)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--round-steps", type=int, default=5, help="steps per synchronize (the loop syncs only to log)")
     p.add_argument("--model", default="phi3v-shape")
     p.add_argument("--device", default="cuda")
     p.add_argument("--profile", nargs="*", default=[], help="configurations to profile after timing")
@@ -238,7 +277,8 @@ def main() -> None:
         t = time.perf_counter()
         try:
             row = measure_one(name, splits, tokenizer, args.warmup, args.steps, args.model, args.device,
-                              out.with_name(f"profile_{name}.txt") if name in args.profile else None)
+                              out.with_name(f"profile_{name}.txt") if name in args.profile else None,
+                              args.round_steps)
         except torch.OutOfMemoryError:
             row = {"name": name, "error": "out of memory"}
             torch.cuda.empty_cache()
