@@ -39,8 +39,8 @@ class SpeedConfig:
     maskless: bool = False
     activation_memory_budget: float = 1.0
     pad_to_multiple_of: int = 1
-    # torch.compile's mode for the blocks (None: default). Candidates not yet measured on a GPU, kept
-    # for bench/gpu/levers.py: "reduce-overhead" (CUDA graphs; static shapes), "max-autotune-no-cudagraphs".
+    # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
+    # (CUDA graphs) segfaulted on the H200; "max-autotune-no-cudagraphs" is not measured yet.
     compile_mode: str | None = None
     # Suggestions a preset makes for settings the run leaves open (an explicit flag wins).
     batch_size: int | None = None
@@ -52,15 +52,24 @@ class SpeedConfig:
 #   + maskless + compiled layers:                      48.9 median but 43.9 mean: steps with a new
 #     width stalled (attention plans, allocator), 43.1 GiB
 #   + widths padded to 64 (one shape):                 47.0 mean = median, 44.6 GiB
-#   batch 12 / memory budget 0.7 at batch 16:          45.6 / 45.5 samples/s, 35.5 / 34.1 GiB
-#   batch 8, budget 0.3 (low-memory):                  36.2 samples/s, 15.2 GiB (budget 0.1: 30.9, 10.7 GiB);
-#     30.4 samples/s in the benchmark run (bench/results/Linux-CPython-3.12-64bit/0002_h200_train.json)
+#   widths padded to 16 instead (rows are 607-615 tokens: 624, not 640), no host sync in the step
+#     (answer positions from the CPU labels, no mask builder), rounds of 5 steps per sync as the
+#     loop runs:                                       49.8 samples/s, 43.7 GiB, GPU busy 99.96%
+#   + memory budget 0.7 (the partitioner recomputes elementwise ops, never a matmul or attention;
+#     saved activations per decoder layer 19.6 -> 13.4 hidden-sized tensors a token):
+#                                                      batch 16: 49.6 samples/s, 33.5 GiB;
+#                                                      batch 14: 49.4 samples/s, 30.3 GiB (fast)
+#   batch 8, budget 0.3 (low-memory):                  39.7 samples/s, 15.3 GiB (GPU busy 97.5%;
+#     34.4 with a host sync a step)
+#   coordinate-descent tuning of the fused kernels:    +1% (50.3 at batch 16), 75 s more compile: not kept
+#   CUDA graphs (reduce-overhead):                     the process segfaulted on the H200, twice: not kept
 #   full fine-tuning, batch 8, compiled:               33.7 samples/s, 39.4 GiB (eager: 24.0 median, 45.9 GiB)
 PRESETS: dict[str, SpeedConfig] = {
     "none": SpeedConfig(),
-    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=64, batch_size=16, lora_dropout=0.0),
-    "low-memory": SpeedConfig(compile_layers=True, maskless=True, activation_memory_budget=0.3, batch_size=8,
-                              lora_dropout=0.0),
+    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=16, activation_memory_budget=0.7,
+                        batch_size=14, lora_dropout=0.0),
+    "low-memory": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=16,
+                              activation_memory_budget=0.3, batch_size=8, lora_dropout=0.0),
 }
 
 
