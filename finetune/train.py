@@ -424,11 +424,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 window_samples += n
 
                 if due_log:
-                    speed = window_samples / max(1e-9, time.perf_counter() - window_start)
+                    rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                     mem = memory_gib(device)
                     current_lr = scheduler.get_last_lr()[0]
-                    bar.update(state.step, state.last_loss, current_lr, speed, mem)
-                    tracker.log({"train/loss": state.last_loss, "train/lr": current_lr, "train/samples_per_s": speed,
+                    bar.update(state.step, state.last_loss, current_lr, rate, mem)
+                    tracker.log({"train/loss": state.last_loss, "train/lr": current_lr, "train/samples_per_s": rate,
                                  "train/grad_norm": state.last_grad_norm,
                                  "train/peak_memory_gib": mem, "train/epoch": state.epoch}, step=state.step)
                     window_samples, window_start = 0, time.perf_counter()
