@@ -57,6 +57,28 @@ def test_maskless_batches_give_the_same_losses_step_by_step(setup):
     assert plain[-1] < plain[0]  # the steps did train
 
 
+def test_maskless_batches_build_no_attention_mask(setup, monkeypatch):
+    """A maskless batch runs SDPA with is_causal and never reaches transformers' mask builder, whose
+    packed-sequence check reads a device tensor on the host (a GPU sync mid-forward)."""
+    import transformers.masking_utils as masking_utils
+
+    from finetune.data import model_inputs
+
+    rows, tokenizer = setup
+    loaded = build_builtin("tiny", tokenizer, seed=0)
+    batch = drop_causal_mask(_batches(rows, loaded)[0], True)
+    assert "attention_mask" not in batch
+    checks = []
+    real = masking_utils.find_packed_sequence_indices
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", lambda *a, **k: checks.append(1) or real(*a, **k))
+    with torch.no_grad():
+        compute_loss(loaded.model, batch)
+        assert checks == []
+        assert loaded.model.config.text_config._attn_implementation == "sdpa"   # restored after the forward
+        loaded.model(**model_inputs(batch))  # control: the model's own forward does run the check
+    assert checks
+
+
 @pytest.mark.skipif(os.environ.get("SKIP_COMPILE_TEST") == "1", reason="SKIP_COMPILE_TEST=1")
 def test_compiled_layers_give_the_same_losses_step_by_step(setup):
     # The CPU inductor backend stands in for the CUDA one: the same graphs, other kernels.
