@@ -70,12 +70,13 @@ def test_maskless_batches_build_no_attention_mask(setup, monkeypatch):
     assert "attention_mask" not in batch
     checks = []
     real = masking_utils.find_packed_sequence_indices
-    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", lambda *a, **k: checks.append(1) or real(*a, **k))
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices",
+                        lambda *a, **k: checks.append(1) or real(*a, **k))
     with torch.no_grad():
         compute_loss(loaded.model, batch)
         assert checks == []
         assert loaded.model.config.text_config._attn_implementation == "sdpa"   # restored after the forward
-        loaded.model(**model_inputs(batch))  # control: the model's own forward does run the check
+        loaded.model(**model_inputs(batch), use_cache=False)  # control: the model's own forward runs the check
     assert checks
 
 
