@@ -189,7 +189,8 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
             "samples_per_s": samples / sum(times), "median_step_s": statistics.median(times) / round_steps,
             "round_steps": round_steps,
             "peak_memory_gib": peak, "gpu_busy_pct": busy.mean, "warmup_s": compile_s,
-            "graphs_made_while_timed": recompiled, "host_syncs_per_round": syncs, "loss_first": losses[0], "loss_last": losses[-1],
+            "graphs_made_while_timed": recompiled, "host_syncs_per_round": syncs,
+            "loss_first": losses[0], "loss_last": losses[-1],
             "steps_timed": rounds * round_steps, "round_times_s": [round(t, 4) for t in times],
             "data_wait_s": [round(t, 4) for t in waits.seconds[:steps]]}
 
@@ -215,14 +216,15 @@ def host_syncs(step) -> dict:
     return sites
 
 
-def profile(step, path: Path, steps: int = 3) -> None:
+def profile(step, path: Path, calls: int = 1) -> None:
     """Where the GPU time of a few steps goes: the top kernels, and sums by kind of kernel."""
     import torch
     from torch.profiler import ProfilerActivity
 
+    steps = calls * step.steps_per_call
     with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(calls):
             step()
         wall = time.perf_counter() - t
     # Kernels only: the ATen op that launched a kernel carries the same time again as its "self device time".
