@@ -2,11 +2,12 @@
 
     python3 bench/gpu/levers.py --out $OUT/levers.jsonl [--budget-s 520] [--only NAME ...]
 
-Each configuration builds the model afresh, runs warm-up steps (compilation lands there), then
-times steps of our loop (bench/ours.py LoopStep: loader -> device -> forward/backward -> clip ->
-fused AdamW -> sync) and writes one JSON line: samples/s, median step, peak memory, mean GPU
-utilisation (nvidia-smi, sampled every 100 ms during the timed steps), compile time, and whether a
-graph was recompiled during the timed steps. Stops starting new configurations when the time
+Each configuration builds the model afresh, runs warm-up rounds (compilation lands there), then
+times rounds of our loop (bench/ours.py LoopStep: ``--round-steps`` x [loader -> device ->
+forward/backward -> clip -> fused AdamW], then one sync, as the loop syncs only to log) and writes one
+JSON line: samples/s, median step, peak memory, mean GPU utilisation (nvidia-smi, sampled every
+100 ms during the timed rounds), compile time, where a round waits on the GPU (sync debug mode), and
+whether a graph was recompiled during the timed rounds. Stops starting new configurations when the time
 budget runs low, so one lease call holds the whole sweep.
 """
 from __future__ import annotations
@@ -50,7 +51,8 @@ CONFIGS = {
     "full_p64_bs8": ({"batch_size": 8, "method": "full"}, P, None),
     "eager_p64_bs16": ({"batch_size": 16}, {"pad_to_multiple_of": 64}, None),
     # Session 3: widths padded to 16 (phi3v-shape rows are 607-615 tokens: 608/624 instead of 640),
-    # memory budgets for <= 32 GiB, CUDA graphs, and a batch of 2 to show the per-step CPU cost.
+    # memory budgets for <= 32 GiB, a batch of 2 to show the per-step host cost, and CUDA graphs (the
+    # process segfaulted on the H200 in both calls that reached them).
     "fast_p16_bs16": ({"batch_size": 16}, P16, None),
     "fast_p16_b07_bs16": ({"batch_size": 16}, {**P16, "activation_memory_budget": 0.7}, None),
     "fast_p16_b065_bs16": ({"batch_size": 16}, {**P16, "activation_memory_budget": 0.65}, None),
@@ -196,7 +198,8 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
 
 
 def host_syncs(step) -> dict:
-    """Where one step makes the host wait for the GPU (torch's sync debug mode), beside the step's final sync."""
+    """Where one round makes the host wait for the GPU (torch's sync debug mode); the round's own final
+    synchronize is one of them."""
     import warnings
 
     import torch
