@@ -34,7 +34,7 @@ from . import evaluate as eval_mod
 from . import models as models_mod
 from . import speed as speed_mod
 from .config import FinetuneConfig, FinetuneError, RunResult
-from .loss import core_model, count_answer_tokens, with_answer_index
+from .loss import ANSWER_INDEX_KEY, core_model, with_answer_index
 from .tokenizer import train_tokenizer
 from .tracking import Tracker, TrainProgress, memory_gib, wandb_mode
 
@@ -359,7 +359,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 state.skipped_ids += new
                 console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
                               f"images ({state.skipped} so far)")
-            return batch
+            return with_answer_index(batch)
 
     train_seconds, window_samples, window_start = 0.0, 0, time.perf_counter()
     first_step: tuple[float, int] | None = None
@@ -378,7 +378,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 real = [b for b in micro if b is not standin]
                 # The step's loss is the mean over every answer token of the global batch.
                 tokens, rows = distributed.global_sum(
-                    (sum(count_answer_tokens(b["labels"]) for b in real),
+                    (sum(len(b[ANSWER_INDEX_KEY]) for b in real),
                      sum(len(b[data_mod.INDEX_KEY]) for b in real)), dist, device)
                 n_items, n = int(tokens), int(rows)
                 # Loss and grad norm stay on the device until a log line needs them: a host sync
@@ -387,7 +387,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 try:
                     for i, batch in enumerate(micro):
                         weight = 0.0 if batch is standin else 1.0
-                        batch = speed_mod.drop_causal_mask(with_answer_index(batch), maskless)
+                        batch = speed_mod.drop_causal_mask(batch, maskless)
                         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                                  for k, v in batch.items()}
                         speed_mod.begin_step(speed)
@@ -487,11 +487,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
 
 
 def _standin(train_split, collator) -> dict:
-    """A one-row training batch (the first readable row)."""
+    """A one-row training batch (the first readable row), with its answer positions."""
     batch = next((b for b in data_mod.make_loader(train_split, collator, batch_size=1) if "labels" in b), None)
     if batch is None:
         raise FinetuneError("no image of the training split can be read")
-    return batch
+    return with_answer_index(batch)
 
 
 def _steady(samples: int, seconds: float, first_step: tuple[float, int] | None) -> float | None:
