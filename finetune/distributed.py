@@ -225,22 +225,26 @@ def _whole(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
+def _gathered(model: nn.Module, dist: Dist, *, trainable_only: bool = False):
+    """``(name, whole tensor)`` of each parameter, yielded on rank 0 only. Every rank must run it to
+    the end: each parameter's gather is a collective."""
+    for name, param in model.named_parameters():
+        if trainable_only and not param.requires_grad:
+            continue
+        whole = _whole(param.detach())
+        if dist.is_main:
+            yield name, whole
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoints: whole tensors on rank 0, in the format a single process saves and loads
 
 
 def trainable_state(model: nn.Module, dist: Dist) -> dict[str, torch.Tensor]:
     """Whole CPU copies of the trainable weights on rank 0 (``{}`` elsewhere); every rank calls it."""
-    sharded = is_sharded(model)
-    if not (sharded or dist.is_main):
+    if not (is_sharded(model) or dist.is_main):
         return {}
-    state = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            whole = _whole(param.detach())
-            if dist.is_main:
-                state[name] = whole.contiguous().cpu()
-    return state
+    return {name: whole.contiguous().cpu() for name, whole in _gathered(model, dist, trainable_only=True)}
 
 
 def load_trainable_state(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -332,10 +336,8 @@ def whole_model(model: nn.Module, frame: nn.Module | None, dist: Dist):
         raise ValueError("a sharded model needs its weightless copy to be evaluated on rank 0")
     params = dict(frame.named_parameters()) if dist.is_main else {}
     try:
-        for name, param in model.named_parameters():
-            whole = _whole(param.detach())
-            if dist.is_main:
-                _swap(params[name], whole)
+        for name, whole in _gathered(model, dist):
+            _swap(params[name], whole)
         yield frame if dist.is_main else None
     finally:
         for param in params.values():
