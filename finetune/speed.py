@@ -171,8 +171,7 @@ def unmasked_attention(config):
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if UNMASKED_SDPA not in AttentionInterface._global_mapping:
-        AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
+    AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)  # idempotent: a dict entry
     config._attn_implementation = UNMASKED_SDPA
     try:
         yield
