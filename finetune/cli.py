@@ -74,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction,
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
+    fast, low = PRESETS["fast"], PRESETS["low-memory"]
     p.add_argument("--preset", choices=tuple(PRESETS),
-                   help="speed levers: fast (compiled layers, no attention mask, one padded width, batch 16), "
-                        "low-memory (recomputes activations, batch 8); compilation needs CUDA. Default none")
+                   help=f"speed levers: fast (compiled layers, no attention mask, widths padded to "
+                        f"{fast.pad_to_multiple_of}, activation memory budget {fast.activation_memory_budget}, "
+                        f"batch {fast.batch_size}), low-memory (budget {low.activation_memory_budget}, batch "
+                        f"{low.batch_size}); compilation needs CUDA. Default none")
     p.add_argument("--lora-dropout", type=_number("--lora-dropout", float, 0),
                    help="dropout on the LoRA input (default 0.05; 0 under a preset)")
     p.add_argument("--fsdp", action=argparse.BooleanOptionalAction,
