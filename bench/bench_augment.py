@@ -35,10 +35,21 @@ def _record(benchmark, series: str, figures: dict, **extra) -> None:
                    headline_=measure.headline("rows/s", figures["rows_per_s"], "rows/s"), **figures, **extra)
 
 
-
-
 def _total_rows(scale) -> int:
     return (scale.warmup + scale.rounds) * scale.augment_rows
+
+
+def _rows_per_s(benchmark, scale, per_row) -> dict:
+    """Rounds that each call ``per_row(i)`` over the next block of indices; rows/s figures."""
+    blocks = measure.Blocks(scale.augment_rows)
+
+    def one_round() -> int:
+        for i in blocks.take():
+            per_row(i)
+        return scale.augment_rows
+
+    rounds = measure.run_rounds(benchmark, one_round, rounds=scale.rounds, warmup_rounds=scale.warmup)
+    return measure.rate_figures(rounds, "rows")
 
 
 @pytest.mark.benchmark(group="augment")
@@ -48,16 +59,8 @@ def test_augment(benchmark, source_catalog, scale):
     t0 = time.perf_counter()
     augmented = AugmentedSource(source_catalog, SEED, IMAGE_SIZE, rows=_total_rows(scale))
     setup_s = time.perf_counter() - t0
-    blocks = measure.Blocks(scale.augment_rows)
-
-    def one_round() -> int:
-        for i in blocks.take():
-            augmented(i)
-        return scale.augment_rows
-
     with measure.PeakRSS() as mem:
-        rounds = measure.run_rounds(benchmark, one_round, rounds=scale.rounds, warmup_rounds=scale.warmup)
-    figures = measure.rate_figures(rounds, "rows")
+        figures = _rows_per_s(benchmark, scale, augmented)
     _record(benchmark, "augment", figures, step="AugmentedSource(i), no privacy guard", setup_s=round(setup_s, 4),
             templates=len(augmented.eligible), peak_memory_gib=round(mem.gib, 3), memory_kind=mem.kind,
             **_source_info(source_catalog))
@@ -74,16 +77,8 @@ def test_privacy_guard(benchmark, source_catalog, scale):
     t0 = time.perf_counter()
     guard = PrivacyGuard(source_catalog, LEVEL)
     setup_s = time.perf_counter() - t0
-    blocks = measure.Blocks(scale.augment_rows)
     reasons: list[str | None] = []
-
-    def one_round() -> int:
-        for i in blocks.take():
-            reasons.append(guard.check(rows[i]))
-        return scale.augment_rows
-
-    rounds = measure.run_rounds(benchmark, one_round, rounds=scale.rounds, warmup_rounds=scale.warmup)
-    figures = measure.rate_figures(rounds, "rows")
+    figures = _rows_per_s(benchmark, scale, lambda i: reasons.append(guard.check(rows[i])))
     rejected = sum(r is not None for r in reasons)
     _record(benchmark, "privacy guard", figures, step=f"PrivacyGuard(source, {LEVEL!r}).check(row)", level=LEVEL,
             guard_setup_s=round(setup_s, 4), rejection_rate=rejected / len(reasons), **_source_info(source_catalog))
@@ -97,15 +92,7 @@ def test_guarded_augment(benchmark, source_catalog, scale):
     t0 = time.perf_counter()
     guarded = augmented_row_source(source_catalog, _total_rows(scale), SEED, IMAGE_SIZE, privacy=LEVEL)
     setup_s = time.perf_counter() - t0
-    blocks = measure.Blocks(scale.augment_rows)
-
-    def one_round() -> int:
-        for i in blocks.take():
-            guarded(i)
-        return scale.augment_rows
-
-    rounds = measure.run_rounds(benchmark, one_round, rounds=scale.rounds, warmup_rounds=scale.warmup)
-    figures = measure.rate_figures(rounds, "rows")
+    figures = _rows_per_s(benchmark, scale, guarded)
     attempts_rejected = sum(guarded.rejections.values())
     _record(benchmark, "augment + privacy guard", figures, step=f"augmented_row_source(privacy={LEVEL!r})(i)",
             level=LEVEL, setup_s=round(setup_s, 4), attempts_rejected=attempts_rejected,
