@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help=f"speed levers: fast (compiled layers, no attention mask, widths padded to "
                         f"{fast.pad_to_multiple_of}, activation memory budget {fast.activation_memory_budget}, "
-                        f"batch {fast.batch_size}), low-memory (budget {low.activation_memory_budget}, batch "
-                        f"{low.batch_size}); compilation needs CUDA. Default none")
+                        f"LoRA added in the base matmul, batch {fast.batch_size}), low-memory (budget "
+                        f"{low.activation_memory_budget}, batch {low.batch_size}); compilation needs CUDA. "
+                        f"Default none")
     p.add_argument("--lora-dropout", type=_number("--lora-dropout", float, 0),
                    help="dropout on the LoRA input (default 0.05; 0 under a preset)")
     p.add_argument("--fsdp", action=argparse.BooleanOptionalAction,

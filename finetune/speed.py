@@ -14,6 +14,8 @@ except ``lora_dropout``, which a preset sets to 0 only when the run gives no ``-
   recompile; compiled forwards run in training mode only (generation keeps the eager layers).
 - ``activation_memory_budget``: the fraction of activation memory the compiler's partitioner may
   keep for backward; below 1 it recomputes cheap ops instead of saving them (memory for time).
+- ``fused_lora``: each adapter's term is added inside the frozen weight's matmul (finetune/fused_lora.py)
+  instead of by a separate elementwise pass over the layer's output, forward and backward.
 - ``lora_dropout`` 0: dropout writes a masked copy of every adapted layer's input and keeps it for
   backward, pure memory traffic at the scale of the activations.
 
@@ -39,6 +41,10 @@ class SpeedConfig:
     maskless: bool = False
     activation_memory_budget: float = 1.0
     pad_to_multiple_of: int = 1
+    fused_lora: bool = False
+    # Keep a frozen vision tower's image features from the first epoch and reuse them afterwards
+    # (finetune/feature_cache.py); ignored when the tower trains.
+    cache_image_features: bool = False
     # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
     # (CUDA graphs) segfaulted on the H200; "max-autotune-no-cudagraphs" is not measured yet.
     compile_mode: str | None = None
@@ -64,10 +70,20 @@ class SpeedConfig:
 #   coordinate-descent tuning of the fused kernels:    +1% (50.3 at batch 16), 75 s more compile: not kept
 #   CUDA graphs (reduce-overhead):                     the process segfaulted on the H200, twice: not kept
 #   full fine-tuning, batch 8, compiled:               33.7 samples/s, 39.4 GiB (eager: 24.0 median, 45.9 GiB)
+# Session 4 (calls s4-1..5), against the fast preset above re-measured in the same call (49.9, 30.7 GiB):
+#   widths padded to 8 (608/616):                      50.0 samples/s (noise level), 30.9 GiB
+#   + fused_lora, first two tries:                     49.5: it never ran (peft's adapters are fp32 under
+#     autocast; the dtype check sent every call back to peft's forward)
+#   + fused_lora as custom ops, running:               48.0, 29.2 GiB: the out-of-place addmm copied its C
+#     into the result first (one device copy per linear, 14 ms a step)
+#   + fused_lora with in-place addmm_:                 50.9 samples/s, 29.2 GiB (Triton elementwise 52 -> 39 ms
+#     a step); batch 16: 50.8, 32.6 GiB
+#   fused_lora under memory budgets 0.3-0.5 (batch 8-16): 37.1-37.3 samples/s at 10.5-11.2 GiB; the
+#     unfused low-memory preset stays, it is faster (39.7 at batch 8) and within 16 GiB
 PRESETS: dict[str, SpeedConfig] = {
     "none": SpeedConfig(),
-    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=16, activation_memory_budget=0.7,
-                        batch_size=14, lora_dropout=0.0),
+    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=8, activation_memory_budget=0.7,
+                        fused_lora=True, batch_size=14, lora_dropout=0.0),
     "low-memory": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=16,
                               activation_memory_budget=0.3, batch_size=8, lora_dropout=0.0),
 }
@@ -98,6 +114,10 @@ def apply_speed(model: nn.Module, cfg: SpeedConfig) -> int:
         import torch._functorch.config as functorch_config
 
         functorch_config.activation_memory_budget = cfg.activation_memory_budget
+    if cfg.fused_lora:
+        from .fused_lora import fuse_lora_linears
+
+        fuse_lora_linears(model)
     if cfg.compile_layers:
         import torch._dynamo.config as dynamo_config
 

@@ -85,7 +85,7 @@ def test_compiled_layers_give_the_same_losses_step_by_step(setup):
     # The CPU inductor backend stands in for the CUDA one: the same graphs, other kernels.
     plain, _ = _losses(setup, SpeedConfig(), steps=3)
     captured = torch._dynamo.utils.counters["stats"]["calls_captured"]
-    compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True), steps=3)
+    compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True, fused_lora=True), steps=3)
     assert torch._dynamo.utils.counters["stats"]["calls_captured"] > captured  # graphs were made and run
     torch._dynamo.reset()
     assert compiled == pytest.approx(plain, rel=1e-4)
@@ -125,3 +125,76 @@ def test_presets_fill_only_the_settings_a_run_leaves_open():
     with pytest.raises(FinetuneError, match="--preset must be one of"):
         FinetuneConfig(preset="turbo").validate()
     assert not resolve("fast", cuda=False).compile_layers and resolve("fast", cuda=False).maskless
+
+
+def test_fused_lora_linear_matches_peft_values_and_gradients():
+    from peft import LoraConfig, get_peft_model
+
+    from finetune.fused_lora import fuse_lora_linears
+
+    torch.manual_seed(0)
+
+    def model():
+        torch.manual_seed(1)
+        base = torch.nn.Sequential(torch.nn.Linear(12, 20), torch.nn.GELU(), torch.nn.Linear(20, 6, bias=False))
+        peft_model = get_peft_model(base.double(), LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2"]))
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero, which would hide a wrong A gradient
+                torch.nn.init.normal_(p)
+        return peft_model
+
+    x = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+    reference, fused = model(), model()
+    assert fuse_lora_linears(fused) == 2
+    outs, grads = [], []
+    for m in (reference, fused):
+        x.grad = None
+        out = m(x)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([x.grad.clone()] + [p.grad for p in m.parameters() if p.requires_grad])
+    torch.testing.assert_close(outs[1], outs[0])
+    assert len(grads[0]) == len(grads[1]) == 5
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want)
+    with fused.disable_adapter():  # peft's own switches still work: the base model alone
+        torch.testing.assert_close(fused(x), fused.get_base_model()[2](fused.get_base_model()[1](
+            torch.nn.functional.linear(x, fused.get_base_model()[0].base_layer.weight,
+                                       fused.get_base_model()[0].base_layer.bias))))
+
+
+def test_fused_lora_runs_under_autocast_with_fp32_adapters(monkeypatch):
+    """peft keeps adapters in fp32 over a bf16 model and runs them under autocast: so must we."""
+    from peft import LoraConfig, get_peft_model
+
+    from finetune import fused_lora
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(16, 32)).to(torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["0"], lora_dropout=0.0))
+    torch.nn.init.normal_(model.base_model.model[0].lora_B["default"].weight)
+    x = torch.randn(4, 16, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(x)
+        calls = []
+        real = fused_lora._lora_forward
+        monkeypatch.setattr(fused_lora, "_lora_forward", lambda *a: calls.append(1) or real(*a))
+        assert fused_lora.fuse_lora_linears(model) == 1
+        got = model(x)
+        got.float().sum().backward()
+    assert calls == [1] and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
+    assert model.base_model.model[0].lora_A["default"].weight.grad.dtype == torch.float32
+
+
+def test_fused_lora_gives_the_same_losses_step_by_step(setup, monkeypatch):
+    from finetune import fused_lora
+
+    calls = []
+    real = fused_lora._lora_forward
+    monkeypatch.setattr(fused_lora, "_lora_forward", lambda *a: calls.append(1) or real(*a))
+    plain, _ = _losses(setup, SpeedConfig(maskless=True))
+    assert calls == []
+    fused, _ = _losses(setup, SpeedConfig(maskless=True, fused_lora=True))
+    assert len(calls) == 4 * 2 * 4  # 4 steps x 2 decoder layers x (qkv, o, gate_up, down)
+    assert fused == pytest.approx(plain, rel=1e-5)
