@@ -6,6 +6,10 @@ workers and pinned memory, length-grouped batches), the answer-only loss (``comp
 speed presets (``apply_speed``). One round is one iteration of the loop: the next batch from the
 loader, its copy to the device, forward + backward under bf16 autocast on CUDA, gradient clipping,
 the fused AdamW step, and (on CUDA) a synchronize.
+
+With ``SpeedConfig.cache_image_features`` the step serves a frozen tower's image features from the
+run's cache (finetune/feature_cache.py); ``fill_cache`` (default) runs the tower once over every
+training row before timing, so the timed rounds are the steady state of the second epoch on.
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ class Forever:
 class LoopStep:
     """``steps_per_call`` optimizer steps of our loop per call; returns what they processed."""
 
-    def __init__(self, loaded, splits, config, *, device: str, speed=None, steps_per_call: int = 1):
+    def __init__(self, loaded, splits, config, *, device: str, speed=None, steps_per_call: int = 1,
+                 fill_cache: bool = True):
         import torch
 
         from finetune.data import (Collator, LengthGroupedBatchSampler, answer_lengths, build_prompt,
@@ -64,6 +69,12 @@ class LoopStep:
 
             apply_speed(self.model, speed)
             self.maskless = speed.maskless and maskless_supported(self.model)
+        self.cache, self.cache_note = None, None   # the note: finetune's console line, on or why off
+        if speed is not None and speed.cache_image_features:
+            from finetune.feature_cache import for_run
+
+            self.cache, self.cache_note = for_run(self.model, rows=len(splits["train"]), device=self.device,
+                                                  kind=config.loss)
         self.model.train()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr or loaded.default_lr,
@@ -77,6 +88,26 @@ class LoopStep:
         self.loader = make_loader(splits["train"], collator, batch_sampler=sampler,
                                   num_workers=config.loader_workers(cuda), pin_memory=cuda, seed=config.seed)
         self.batches = iter(self.loader)
+        if self.cache is not None and fill_cache:
+            self.fill_cache(make_loader(splits["train"], collator, batch_size=config.batch_size,
+                                        num_workers=config.loader_workers(cuda), pin_memory=cuda))
+
+    def fill_cache(self, loader) -> int:
+        """Run the frozen tower over ``loader``'s rows, as a step would, and keep their features; no
+        optimizer step, so the weights stay as they start. Returns the rows cached."""
+        import torch
+
+        from finetune.feature_cache import rows_of
+        from finetune.loss import core_model, tower_features
+
+        backbone = core_model(self.model).model
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            for batch in loader:
+                if "pixel_values" in batch:
+                    tower_features(backbone, batch["pixel_values"].to(self.device, non_blocking=True),
+                                   cache=self.cache, rows=rows_of(batch))
+        self.cache.served = self.cache.computed = 0   # count the timed steps only
+        return len(self.cache)
 
     def __call__(self) -> dict[str, Any]:
         """``steps_per_call`` optimizer steps, then one synchronize: like the loop, which reads the
@@ -92,17 +123,18 @@ class LoopStep:
     def _step(self) -> dict[str, Any]:
         import torch
 
+        from finetune.feature_cache import with_rows
         from finetune.loss import compute_loss, with_answer_index
         from finetune.speed import begin_step, drop_causal_mask
 
         batch = next(self.batches)
         real_tokens = int(batch["attention_mask"].sum())
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                 for k, v in drop_causal_mask(with_answer_index(batch), self.maskless).items()}
+                 for k, v in drop_causal_mask(with_rows(with_answer_index(batch)), self.maskless).items()}
         if self.speed is not None:
             begin_step(self.speed)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = compute_loss(self.model, batch, kind=self.config.loss).loss
+            loss = compute_loss(self.model, batch, kind=self.config.loss, cache=self.cache).loss
         loss.backward()
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
@@ -118,6 +150,7 @@ class LoopStep:
         self.loader = None
         self.optimizer = None
         self.model = None
+        self.cache = None   # its pinned host store
 
 
 def settings(config, speed=None) -> dict[str, Any]:

@@ -49,11 +49,15 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .config import FinetuneError
+
+if TYPE_CHECKING:
+    from .feature_cache import ImageFeatureCache
 
 # NVLink multicast can put shared GPUs out of service; never let NCCL or PyTorch use it.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
@@ -129,16 +133,20 @@ class RankSlice:
 
 
 class LossModule(nn.Module):
-    """``forward(batch, num_items) -> loss``: the training loss as a module DDP or FSDP can wrap."""
+    """``forward(batch, num_items) -> loss``: the training loss as a module DDP or FSDP can wrap.
 
-    def __init__(self, model: nn.Module, kind: str):
+    ``cache`` (an ``ImageFeatureCache``, or ``None``) is this process's own: a plain attribute, not
+    a submodule, so DDP and FSDP neither broadcast nor shard it.
+    """
+
+    def __init__(self, model: nn.Module, kind: str, cache: ImageFeatureCache | None = None):
         super().__init__()
-        self.model, self.kind = model, kind
+        self.model, self.kind, self.cache = model, kind, cache
 
     def forward(self, batch: dict, num_items: int) -> torch.Tensor:
         from .loss import compute_loss
 
-        return compute_loss(self.model, batch, kind=self.kind, num_items=num_items).loss
+        return compute_loss(self.model, batch, kind=self.kind, num_items=num_items, cache=self.cache).loss
 
 
 def use_fsdp(method: str, fsdp: bool | None, dist: Dist) -> bool:
@@ -149,9 +157,10 @@ def use_fsdp(method: str, fsdp: bool | None, dist: Dist) -> bool:
     return dist.enabled and method == "full" and fsdp is not False
 
 
-def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device, *, shard: bool = False) -> nn.Module:
+def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device, *, shard: bool = False,
+         cache: ImageFeatureCache | None = None) -> nn.Module:
     """The module a training step calls: ``LossModule`` as is, under DDP, or sharded in place (FSDP)."""
-    module = LossModule(model, kind)
+    module = LossModule(model, kind, cache)
     if not dist.enabled:
         return module
     if shard:

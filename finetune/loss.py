@@ -13,13 +13,19 @@ fused cross-entropy.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, model_inputs
+from .feature_cache import rows_of
 from .speed import unmasked_attention
+
+if TYPE_CHECKING:
+    from .feature_cache import ImageFeatureCache
 
 # Flat positions ``b * seq + t`` of the hidden states that predict an answer token, computed from the
 # labels on the CPU before the batch moves to the device (``with_answer_index``): selecting them on
@@ -72,18 +78,21 @@ def supports_answer_loss(model) -> bool:
     )
 
 
-def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | None = None) -> LossOutput:
+def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | None = None,
+                 cache: ImageFeatureCache | None = None) -> LossOutput:
     """The batch's loss: the answer-token cross-entropy summed and divided by ``num_items``.
 
     ``num_items`` is the answer-token count of the whole accumulation window (default: this
     batch's), so accumulated micro-batches add up to the mean over every answer token of the step.
+    ``cache`` serves a frozen tower's image features (finetune/feature_cache.py); the plain loss
+    runs the model's own forward and ignores it.
     """
     labels = batch["labels"]
     index = batch.get(ANSWER_INDEX_KEY)
     tokens = index.numel() if index is not None else count_answer_tokens(labels)
     num_items = num_items or max(tokens, 1)
     if kind == "answer" and supports_answer_loss(model):
-        return LossOutput(answer_loss(model, batch, num_items=num_items), tokens)
+        return LossOutput(answer_loss(model, batch, num_items=num_items, cache=cache), tokens)
     return LossOutput(plain_loss(model, batch, num_items=num_items), tokens)
 
 
@@ -93,13 +102,15 @@ def plain_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Ten
     return out.loss
 
 
-def answer_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Tensor:
+def answer_loss(model, batch: dict, *, num_items: int | None = None,
+                cache: ImageFeatureCache | None = None) -> torch.Tensor:
     """Cross-entropy from logits computed only at the positions that predict answer tokens."""
     labels = batch["labels"]
     index = batch.get(ANSWER_INDEX_KEY)
     if index is None:
         index = answer_index(labels)
-    hidden = backbone_hidden_states(model, model_inputs(batch))
+    rows = rows_of(batch) if cache is not None else None
+    hidden = backbone_hidden_states(model, model_inputs(batch), cache=cache, rows=rows)
     # Position t predicts token t+1, the next flat position of the same row.
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     logits = core_model(model).get_output_embeddings()(selected)
@@ -108,11 +119,13 @@ def answer_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Te
     return loss / (num_items or max(index.numel(), 1))
 
 
-def backbone_hidden_states(model, inputs: dict) -> torch.Tensor:
+def backbone_hidden_states(model, inputs: dict, *, cache: ImageFeatureCache | None = None,
+                           rows: Sequence[int] | None = None) -> torch.Tensor:
     """The decoder's last hidden state ``[batch, seq, hidden]`` (no ``lm_head``).
 
     Llava models get their image features from ``image_features``, so a frozen vision tower runs
-    without building a graph; other models run their own backbone (``model.model``) as is.
+    without building a graph (or not at all, when ``cache`` holds the features of every one of
+    ``rows``); other models run their own backbone (``model.model``) as is.
     """
     core = core_model(model)
     backbone = core.model
@@ -120,7 +133,7 @@ def backbone_hidden_states(model, inputs: dict) -> torch.Tensor:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         inputs = dict(inputs)
-        features = image_features(backbone, inputs.pop("pixel_values"))
+        features = image_features(backbone, inputs.pop("pixel_values"), cache=cache, rows=rows)
         inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
     # A batch without a mask is a maskless (right-padded, causal) batch: attention needs no mask built.
     unmasked = "attention_mask" not in inputs and _is_llava(backbone)
@@ -133,15 +146,36 @@ def _is_llava(backbone) -> bool:
     return all(hasattr(backbone, a) for a in ("vision_tower", "multi_modal_projector", "language_model"))
 
 
-def image_features(llava_model, pixel_values: torch.Tensor) -> torch.Tensor:
+def image_features(llava_model, pixel_values: torch.Tensor, *, cache: ImageFeatureCache | None = None,
+                   rows: Sequence[int] | None = None) -> torch.Tensor:
     """Projected image features ``[images, tokens, hidden]`` of a Llava model.
 
+    The projector runs with gradients whenever it trains; its input comes from ``tower_features``.
+    """
+    selected = tower_features(llava_model, pixel_values, cache=cache, rows=rows)
+    projector = llava_model.multi_modal_projector
+    projector_frozen = not any(p.requires_grad for p in projector.parameters())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not projector_frozen):
+        return projector(selected)
+
+
+def tower_features(llava_model, pixel_values: torch.Tensor, *, cache: ImageFeatureCache | None = None,
+                   rows: Sequence[int] | None = None) -> torch.Tensor:
+    """The vision tower's selected hidden states ``[images, tokens, dim]``: the projector's input.
+
     A frozen tower runs under ``no_grad`` in its own dtype (bf16 on GPU): nothing of it is kept
-    for backward. The projector runs with gradients whenever it trains.
+    for backward. With a ``cache`` and the batch's dataset ``rows``, a frozen tower's features come
+    from the cache when every row is there, and are stored there when not; a training tower's
+    features change every step, so the cache is bypassed.
     """
     tower = llava_model.vision_tower
-    config = llava_model.config
     frozen = not any(p.requires_grad for p in tower.parameters())
+    cached = cache is not None and rows is not None and frozen
+    if cached:
+        hit = cache.get(rows)
+        if hit is not None:
+            return hit
+    config = llava_model.config
     dtype = next(tower.parameters()).dtype
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
         layer = config.vision_feature_layer
@@ -155,7 +189,24 @@ def image_features(llava_model, pixel_values: torch.Tensor) -> torch.Tensor:
             if config.vision_feature_select_strategy == "default":
                 pool = [h[:, 1:] for h in pool]
             selected = torch.cat(pool, dim=-1)
+    if cached:
+        cache.put(rows, _as_projector_reads(llava_model, selected))
+    return selected
+
+
+def _as_projector_reads(llava_model, features: torch.Tensor) -> torch.Tensor:
+    """``features`` in the dtype the projector computes with, where converting them loses nothing.
+
+    Under autocast a CLIP tower's hidden states are fp32 whatever its weights (layer norms and
+    residual adds run in fp32), and Llava's projector starts with a linear layer, which casts its
+    input to the autocast dtype anyway: a bf16 copy is exact and takes half the memory.
+    """
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
     projector = llava_model.multi_modal_projector
-    projector_frozen = not any(p.requires_grad for p in projector.parameters())
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not projector_frozen):
-        return projector(selected)
+    device_type = features.device.type
+    starts_linear = (type(projector).forward is LlavaMultiModalProjector.forward
+                     and type(getattr(projector, "linear_1", None)) is torch.nn.Linear)
+    if starts_linear and torch.is_autocast_enabled(device_type):
+        return features.to(torch.get_autocast_dtype(device_type))
+    return features

@@ -31,6 +31,7 @@ from rich.console import Console
 from . import data as data_mod
 from . import distributed
 from . import evaluate as eval_mod
+from . import feature_cache
 from . import models as models_mod
 from . import speed as speed_mod
 from .config import FinetuneConfig, FinetuneError, RunResult
@@ -304,7 +305,12 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     if speed_mod.apply_speed(model, speed) == 0 and speed.compile_layers:
         console.print(f"--preset {cfg.preset}: no transformer blocks of {cfg.model} to compile; they run eager")
     maskless = speed.maskless and speed_mod.maskless_supported(model)
-    step_module = distributed.wrap(model, cfg.loss, dist, device, shard=fsdp)
+    cache = None
+    if speed.cache_image_features:
+        cache, said = feature_cache.for_run(model, rows=len(splits["train"]), device=device, kind=cfg.loss,
+                                            sharded=fsdp, processes=dist.world)
+        console.print(said)
+    step_module = distributed.wrap(model, cfg.loss, dist, device, shard=fsdp, cache=cache)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = cfg.lr or models_mod.default_lr(cfg.model, cfg.method, loaded.default_lr)
@@ -359,7 +365,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 state.skipped_ids += new
                 console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
                               f"images ({state.skipped} so far)")
-            return with_answer_index(batch)
+            return feature_cache.with_rows(with_answer_index(batch))
 
     train_seconds, window_samples, window_start = 0.0, 0, time.perf_counter()
     first_step: tuple[float, int] | None = None
@@ -464,6 +470,9 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 eval_mod.write_results(result, out)
                 tracker.log_eval(metrics, state.step, eval_mod.sample_predictions(result))
                 console.print(eval_mod.results_table(metrics))
+                if cache is not None:
+                    console.print(f"image feature cache: {cache.served} of {cache.served + cache.computed} "
+                                  f"batches served without the vision tower ({len(cache)} rows cached)")
                 if cfg.save_final:
                     _save_final(whole, loaded, out, cfg)
         distributed.barrier(dist)
@@ -491,7 +500,7 @@ def _standin(train_split, collator) -> dict:
     batch = next((b for b in data_mod.make_loader(train_split, collator, batch_size=1) if "labels" in b), None)
     if batch is None:
         raise FinetuneError("no image of the training split can be read")
-    return with_answer_index(batch)
+    return feature_cache.with_rows(with_answer_index(batch))
 
 
 def _steady(samples: int, seconds: float, first_step: tuple[float, int] | None) -> float | None:
