@@ -92,6 +92,22 @@ def _autocasts_to(x: torch.Tensor) -> bool:
     return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == x.dtype
 
 
+def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A peft ``lora.Linear``'s forward through ``lora_linear``; peft's own (the class's) otherwise."""
+    name = None if (args or kwargs or self.merged or self.disable_adapters) else _fusable(self)
+    if name is None:
+        return type(self).forward(self, x, *args, **kwargs)
+    base = self.get_base_layer()
+    a, b = self.lora_A[name].weight, self.lora_B[name].weight
+    # peft keeps adapters in fp32 over a bf16 model; under autocast its matmuls run in bf16, and so
+    # do these (the casts' backward hands fp32 gradients to the fp32 adapters).
+    if a.dtype != x.dtype and _autocasts_to(x):
+        a, b = a.to(x.dtype), b.to(x.dtype)
+    if not (x.dtype == base.weight.dtype == a.dtype == b.dtype):
+        return type(self).forward(self, x, *args, **kwargs)
+    return lora_linear(x, base.weight, base.bias, a, b, self.scaling[name])
+
+
 def fuse_lora_linears(model: nn.Module) -> int:
     """Run every plain peft LoRA linear of ``model`` through ``lora_linear``; returns how many.
 
@@ -104,24 +120,7 @@ def fuse_lora_linears(model: nn.Module) -> int:
         return 0
     fused = 0
     for module in model.modules():
-        if not isinstance(module, PeftLoraLinear) or _fusable(module) is None:
-            continue
-        peft_forward = module.forward
-
-        def forward(self, x, *args, _peft_forward=peft_forward, **kwargs):
-            name = None if (args or kwargs or self.merged or self.disable_adapters) else _fusable(self)
-            if name is None:
-                return _peft_forward(x, *args, **kwargs)
-            base = self.get_base_layer()
-            a, b = self.lora_A[name].weight, self.lora_B[name].weight
-            # peft keeps adapters in fp32 over a bf16 model; under autocast its matmuls run in bf16,
-            # and so do these (the casts' backward hands fp32 gradients to the fp32 adapters).
-            if a.dtype != x.dtype and _autocasts_to(x):
-                a, b = a.to(x.dtype), b.to(x.dtype)
-            if not (x.dtype == base.weight.dtype == a.dtype == b.dtype):
-                return _peft_forward(x, *args, **kwargs)
-            return lora_linear(x, base.weight, base.bias, a, b, self.scaling[name])
-
-        module.forward = types.MethodType(forward, module)
-        fused += 1
+        if isinstance(module, PeftLoraLinear) and _fusable(module) is not None:
+            module.forward = types.MethodType(_fused_forward, module)
+            fused += 1
     return fused
