@@ -66,7 +66,7 @@ class SpeedConfig:
 #   + memory budget 0.7 (the partitioner recomputes elementwise ops, never a matmul or attention;
 #     saved activations per decoder layer 19.6 -> 13.4 hidden-sized tensors a token):
 #                                                      batch 16: 49.6 samples/s, 33.5 GiB;
-#                                                      batch 14: 49.4 samples/s, 30.3 GiB (fast)
+#                                                      batch 14: 49.4 samples/s, 30.3 GiB (fast until session 4)
 #   batch 8, budget 0.3 (low-memory):                  39.7 samples/s, 15.3 GiB (GPU busy 97.5%;
 #     34.4 with a host sync a step)
 #   coordinate-descent tuning of the fused kernels:    +1% (50.3 at batch 16), 75 s more compile: not kept
