@@ -466,7 +466,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                                     if train_seconds else None, "skipped_rows": state.skipped,
                                     "processes": dist.world, "fsdp": fsdp,
                                     "steady_samples_per_s": _steady(state.samples - samples_before, train_seconds,
-                                                                    first_step)}
+                                                                    first_step),
+                                    # Rank 0's cache: how much of this run skipped the vision tower.
+                                    "image_feature_cache": None if cache is None else {
+                                        "batches_served": cache.served, "batches_computed": cache.computed,
+                                        "rows_cached": len(cache)}}
                 eval_mod.write_results(result, out)
                 tracker.log_eval(metrics, state.step, eval_mod.sample_predictions(result))
                 console.print(eval_mod.results_table(metrics))

@@ -176,12 +176,14 @@ def test_a_run_with_the_lever_serves_later_epochs_from_the_cache(tmp_path, monke
     data = fx.dataset_dir(tmp_path / "data", n_train=16, n_test=4)
     text = io.StringIO()
     # 16 rows in batches of 8: 2 batches an epoch, so 6 steps are 3 epochs and 4 of them are served.
-    train(fx.tiny_config(data, tmp_path / "out", method="lora", train_vision=False, max_steps=6,
-                         max_eval_samples=2, max_new_tokens=2, save_final=False),
-          console=Console(file=text, width=200))
+    result = train(fx.tiny_config(data, tmp_path / "out", method="lora", train_vision=False, max_steps=6,
+                                  max_eval_samples=2, max_new_tokens=2, save_final=False),
+                   console=Console(file=text, width=200))
     said = text.getvalue()
     assert "image feature cache on: the frozen vision tower runs once per training row" in said
     assert "image feature cache: 4 of 6 batches served without the vision tower (16 rows cached)" in said
+    assert result.metrics["train"]["image_feature_cache"] == {"batches_served": 4, "batches_computed": 2,
+                                                              "rows_cached": 16}
 
 
 def test_the_benchmark_step_fills_the_cache_before_timing_and_then_skips_the_tower(setup):
