@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from .answer_mlp import answer_positions
 from .data import IGNORE_INDEX, model_inputs
 from .feature_cache import rows_of
 from .speed import unmasked_attention
@@ -110,7 +111,8 @@ def answer_loss(model, batch: dict, *, num_items: int | None = None,
     if index is None:
         index = answer_index(labels)
     rows = rows_of(batch) if cache is not None else None
-    hidden = backbone_hidden_states(model, model_inputs(batch), cache=cache, rows=rows)
+    with answer_positions(model, index):
+        hidden = backbone_hidden_states(model, model_inputs(batch), cache=cache, rows=rows)
     # Position t predicts token t+1, the next flat position of the same row.
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     logits = core_model(model).get_output_embeddings()(selected)

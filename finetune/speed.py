@@ -18,6 +18,8 @@ except ``lora_dropout``, which a preset sets to 0 only when the run gives no ``-
   instead of by a separate elementwise pass over the layer's output, forward and backward.
 - ``cache_image_features``: a frozen vision tower's features are computed in the first epoch only
   (finetune/feature_cache.py); later epochs skip the tower. Exact: the training images are not augmented.
+- ``answer_only_last_mlp``: the last decoder layer's MLP runs at the answer positions only (the loss
+  reads nothing else of it; finetune/answer_mlp.py).
 - ``lora_dropout`` 0: dropout writes a masked copy of every adapted layer's input and keeps it for
   backward, pure memory traffic at the scale of the activations.
 
@@ -47,6 +49,9 @@ class SpeedConfig:
     # Keep a frozen vision tower's image features from the first epoch and reuse them afterwards
     # (finetune/feature_cache.py); ignored when the tower trains.
     cache_image_features: bool = False
+    # The last decoder layer's MLP only at the answer positions (finetune/answer_mlp.py). Not measured
+    # on a GPU yet, so no preset sets it.
+    answer_only_last_mlp: bool = False
     # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
     # (CUDA graphs) segfaulted on the H200; "max-autotune-no-cudagraphs" is not measured yet.
     compile_mode: str | None = None
@@ -123,6 +128,10 @@ def apply_speed(model: nn.Module, cfg: SpeedConfig) -> int:
         from .fused_lora import fuse_lora_linears
 
         fuse_lora_linears(model)
+    if cfg.answer_only_last_mlp:
+        from .answer_mlp import patch
+
+        patch(model)
     if cfg.compile_layers:
         import torch._dynamo.config as dynamo_config
 

@@ -85,7 +85,8 @@ def test_compiled_layers_give_the_same_losses_step_by_step(setup):
     # The CPU inductor backend stands in for the CUDA one: the same graphs, other kernels.
     plain, _ = _losses(setup, SpeedConfig(), steps=3)
     captured = torch._dynamo.utils.counters["stats"]["calls_captured"]
-    compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True, fused_lora=True), steps=3)
+    compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True, fused_lora=True,
+                                              answer_only_last_mlp=True), steps=3)
     assert torch._dynamo.utils.counters["stats"]["calls_captured"] > captured  # graphs were made and run
     torch._dynamo.reset()
     assert compiled == pytest.approx(plain, rel=1e-4)
@@ -198,3 +199,46 @@ def test_fused_lora_gives_the_same_losses_step_by_step(setup, monkeypatch):
     fused, _ = _losses(setup, SpeedConfig(maskless=True, fused_lora=True))
     assert len(calls) == 4 * 2 * 4  # 4 steps x 2 decoder layers x (qkv, o, gate_up, down)
     assert fused == pytest.approx(plain, rel=1e-5)
+
+
+def test_last_mlp_at_answer_positions_gives_the_same_losses_and_runs_on_those_rows_only(setup, monkeypatch):
+    from finetune import answer_mlp
+
+    rows_seen = []
+    real_patch = answer_mlp.patch
+
+    def patch_and_watch(model):
+        assert real_patch(model)
+        answer_mlp.last_decoder_mlp(model).down_proj.register_forward_hook(
+            lambda module, args, out: rows_seen.append(args[0].shape))
+        return True
+
+    monkeypatch.setattr(answer_mlp, "patch", patch_and_watch)
+    plain, _ = _losses(setup, SpeedConfig(maskless=True))
+    fewer, _ = _losses(setup, SpeedConfig(maskless=True, answer_only_last_mlp=True))
+    assert fewer == pytest.approx(plain, rel=1e-5)
+    rows, tokenizer = setup
+    loaded = build_builtin("tiny", tokenizer, seed=0)
+    answers = [int((b["labels"][:, 1:] != -100).sum()) for b in _batches(rows, loaded)[:4]]
+    # One 2-D call a step, on exactly the positions that predict an answer token.
+    assert [s[0] for s in rows_seen] == answers and all(len(s) == 2 for s in rows_seen)
+    assert sum(answers) < sum(b["labels"].numel() for b in _batches(rows, loaded)[:4]) / 2  # fewer rows than all
+
+
+def test_last_mlp_at_answer_positions_compiles_once_for_every_answer_count(setup):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    rows, tokenizer = setup
+    loaded = build_builtin("tiny", tokenizer, seed=0)
+    model = prepare_model(loaded, FinetuneConfig(model="tiny", method="lora", lora_dropout=0.0).validate())
+    apply_speed(model, SpeedConfig(compile_layers=True, maskless=True, answer_only_last_mlp=True))
+    model.train()
+    graphs = []
+    for batch in _batches(rows, loaded):
+        compute_loss(model, drop_causal_mask(batch, True)).loss.backward()
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    answers = {int((b["labels"][:, 1:] != -100).sum()) for b in _batches(rows, loaded)}
+    assert len(answers) > 1  # the batches do differ in how many positions the MLP runs on
+    assert graphs[-1] == graphs[1], graphs  # made in the first two steps, never again

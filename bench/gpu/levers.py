@@ -28,6 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 P = {"compile_layers": True, "maskless": True, "pad_to_multiple_of": 64}
+
+
+def _preset(name: str) -> dict:
+    """A preset's model-side levers (its batch size and dropout suggestions left out)."""
+    from finetune.speed import PRESETS
+
+    return {k: v for k, v in asdict(PRESETS[name]).items() if k not in ("batch_size", "lora_dropout")}
+
+
 P16 = {**P, "pad_to_multiple_of": 16}
 # name: (FinetuneConfig overrides, SpeedConfig overrides, "cudnn" (SDPA priority) | "coordinate_descent"
 # (inductor tunes its pointwise and reduction kernels) | None)
@@ -79,6 +88,10 @@ CONFIGS = {
                                                "fused_lora": True}, None),
     "fused_p8_b05_bs12": ({"batch_size": 12}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.5,
                                                "fused_lora": True}, None),
+    # Not measured yet: the fast preset as it stands (image features cached, filled before timing), and
+    # with the last decoder MLP at the answer positions only.
+    "preset_fast": ({"batch_size": 14}, {**_preset("fast")}, None),
+    "preset_fast_answer_mlp": ({"batch_size": 14}, {**_preset("fast"), "answer_only_last_mlp": True}, None),
     # Not measured yet: GEMM templates with fused epilogues.
     "fast_p64_cudagraphs_bs16": ({"batch_size": 16}, {**P, "compile_mode": "reduce-overhead"}, None),
     "fast_p64_maxautotune_bs16": ({"batch_size": 16}, {**P, "compile_mode": "max-autotune-no-cudagraphs"}, None),
