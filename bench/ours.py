@@ -88,6 +88,14 @@ class LoopStep:
         self.loader = make_loader(splits["train"], collator, batch_sampler=sampler,
                                   num_workers=config.loader_workers(cuda), pin_memory=cuda, seed=config.seed)
         self.batches = iter(self.loader)
+        # Python's collector on the loop's schedule, as finetune.train runs it (finetune/gc_steps.py).
+        import contextlib
+
+        from finetune.gc_steps import collect_every
+
+        self._gc = contextlib.ExitStack()
+        self.collector = self._gc.enter_context(collect_every())
+        self.steps_done = 0
         if self.cache is not None and fill_cache:
             self.fill_cache(make_loader(splits["train"], collator, batch_size=config.batch_size,
                                         num_workers=config.loader_workers(cuda), pin_memory=cuda))
@@ -140,11 +148,14 @@ class LoopStep:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.steps_done += 1
+        self.collector.step(self.steps_done)
         ids = batch["input_ids"]
         return {"samples": ids.shape[0], "tokens": ids.numel(), "real_tokens": real_tokens,
                 "width": ids.shape[1], "loss": loss.detach()}
 
     def close(self) -> None:
+        self._gc.close()   # the automatic collector back as it was
         # Ends the loader's worker processes now rather than at garbage collection.
         self.batches = None
         self.loader = None

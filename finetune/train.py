@@ -32,6 +32,7 @@ from . import data as data_mod
 from . import distributed
 from . import evaluate as eval_mod
 from . import feature_cache
+from . import gc_steps
 from . import models as models_mod
 from . import speed as speed_mod
 from .config import FinetuneConfig, FinetuneError, RunResult
@@ -373,7 +374,8 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     metrics: dict[str, Any] = {}
     model.train()
     try:
-        with TrainProgress(total_steps, state.step, console) as bar:
+        with TrainProgress(total_steps, state.step, console) as bar, \
+                gc_steps.collect_every() as collector:
             while state.step < total_steps:
                 t0 = time.perf_counter()
                 micro = [next_batch() for _ in range(cfg.grad_accum)]
@@ -454,6 +456,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                     window_start = time.perf_counter()
                 if on_step is not None:
                     on_step(state.step)
+                collector.step(state.step)
 
         # Evaluation and the final model happen once, on rank 0 (every rank gathers a sharded model).
         with distributed.whole_model(model, frame, dist) as whole:
