@@ -13,6 +13,7 @@ training row before timing, so the timed rounds are the steady state of the seco
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -89,8 +90,6 @@ class LoopStep:
                                   num_workers=config.loader_workers(cuda), pin_memory=cuda, seed=config.seed)
         self.batches = iter(self.loader)
         # Python's collector on the loop's schedule, as finetune.train runs it (finetune/gc_steps.py).
-        import contextlib
-
         from finetune.gc_steps import collect_every
 
         self._gc = contextlib.ExitStack()
