@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements committed under bench/results/, as run on the lent machine in one call:
 #   bash bench/gpu/run.sh     (needs .whl/ from `../shared/tools/device-wheels trl`, and $OUT)
+# 0. with LEVERS="name ...", those configurations of bench/gpu/levers.py first (levers.jsonl);
 # 1. in one pytest session (so every ratio comes from figures of the same run): the public recipe,
 #    TRL SFTTrainer and our LoRA loop at batch 8 and 16, our speed presets (fast, low-memory) and full
 #    fine-tuning under the fast preset (pytest-benchmark JSON);
@@ -16,6 +17,9 @@ bench() {  # name, -k expression, time limit (SIGINT: pytest still writes the JS
   timeout -s INT "$3" python3 -m pytest bench/bench_train.py --benchmark-only -k "$2" -p no:cacheprovider -q -rs \
     --benchmark-json="$OUT/$1.json" 2>&1 | tee "$OUT/$1.log" | grep -E "passed|failed|SKIP|Error|error" | tail -8
 }
+# T_LEVERS: the sweep's time budget in seconds (it starts no configuration it cannot finish).
+[ -n "${LEVERS:-}" ] && timeout "$(( ${T_LEVERS:-200} + 30 ))" python3 bench/gpu/levers.py --out "$OUT/levers.jsonl" \
+  --budget-s "${T_LEVERS:-200}" --steps 15 --warmup 2 --only $LEVERS 2>&1 | grep -E '^\{|^skip' | cut -c1-240
 bench h200_train "${BENCH_K:-cuda}" "${T_BENCH:-520}"
 [ -n "${FT_STEPS:-}" ] && timeout "${T_FT:-120}" python3 -m finetune --model phi3v-shape --method lora --max-steps "${FT_STEPS:-40}" \
   ${FT_ARGS:---batch-size 16} --max-eval-samples 64 --eval-every 0 --save-every 0 --out "$OUT/ft" --no-wandb 2>&1 \
