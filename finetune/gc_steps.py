@@ -6,6 +6,10 @@ second, landing in whichever step happens to allocate at the wrong moment. Train
 few reference cycles, so the automatic collector is switched off for the loop and the young
 generations are collected every ``every`` steps, where the pause is short and predictable
 (torchtitan's training loop does the same).
+
+Measured on this project's 2-core CPU machine: with the tiny model's layers compiled, the process
+holds 553k objects and a full collection takes 0.26-0.30 s; a generation-1 collection under 0.1 ms.
+The H200 benchmark run 0004 had one fast-preset round 0.5 s slower than the other nine.
 """
 from __future__ import annotations
 
