@@ -32,10 +32,10 @@ def _answer_only_forward(self, hidden: torch.Tensor) -> torch.Tensor:
 
 def last_decoder_layer(model: nn.Module) -> nn.Module | None:
     """A Llava-style model's last decoder layer, or ``None`` for other models."""
-    from .loss import _is_llava, core_model
+    from .loss import llava_backbone
 
-    backbone = getattr(core_model(model), "model", None)
-    if backbone is None or not _is_llava(backbone):
+    backbone = llava_backbone(model)
+    if backbone is None:
         return None
     layers = getattr(backbone.language_model, "layers", None)
     return layers[-1] if layers else None

@@ -151,10 +151,10 @@ def estimated_bytes(model, rows: int) -> int:
 
 def off_reason(model, *, kind: str, sharded: bool) -> str | None:
     """Why this run cannot cache image features exactly, or ``None`` if it can."""
-    from .loss import _is_llava, core_model, supports_answer_loss
+    from .loss import core_model, llava_backbone, supports_answer_loss
 
-    backbone = getattr(core_model(model), "model", None)
-    if backbone is None or not _is_llava(backbone):
+    backbone = llava_backbone(model)
+    if backbone is None:
         return f"{type(core_model(model)).__name__} is not a Llava-style model"
     if kind != "answer" or not supports_answer_loss(model):
         return "the plain loss runs the model's own forward"

@@ -148,6 +148,13 @@ def _is_llava(backbone) -> bool:
     return all(hasattr(backbone, a) for a in ("vision_tower", "multi_modal_projector", "language_model"))
 
 
+def llava_backbone(model):
+    """The Llava-style backbone (vision tower, projector, language model) under any peft wrapping, or
+    ``None`` for other models."""
+    backbone = getattr(core_model(model), "model", None)
+    return backbone if backbone is not None and _is_llava(backbone) else None
+
+
 def image_features(llava_model, pixel_values: torch.Tensor, *, cache: ImageFeatureCache | None = None,
                    rows: Sequence[int] | None = None) -> torch.Tensor:
     """Projected image features ``[images, tokens, hidden]`` of a Llava model.

@@ -216,10 +216,9 @@ def unmasked_attention(config):
 def maskless_supported(model: nn.Module) -> bool:
     """Whether dropping the mask is exact: a Llava-family model (causal decoder, positions from the
     sequence index). Models that derive positions from the mask (Qwen2-VL's M-RoPE) keep it."""
-    from .loss import _is_llava, core_model
+    from .loss import llava_backbone
 
-    backbone = getattr(core_model(model), "model", None)
-    return backbone is not None and _is_llava(backbone)
+    return llava_backbone(model) is not None
 
 
 def resolve(name: str, *, cuda: bool) -> SpeedConfig:
