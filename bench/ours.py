@@ -130,14 +130,13 @@ class LoopStep:
     def _step(self) -> dict[str, Any]:
         import torch
 
-        from finetune.feature_cache import with_rows
-        from finetune.loss import compute_loss, with_answer_index
+        from finetune.loss import compute_loss, with_host_indices
         from finetune.speed import begin_step, drop_causal_mask
 
         batch = next(self.batches)
         real_tokens = int(batch["attention_mask"].sum())
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                 for k, v in drop_causal_mask(with_rows(with_answer_index(batch)), self.maskless).items()}
+                 for k, v in drop_causal_mask(with_host_indices(batch), self.maskless).items()}
         if self.speed is not None:
             begin_step(self.speed)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):

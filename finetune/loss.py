@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .answer_mlp import answer_positions
 from .data import IGNORE_INDEX, model_inputs
-from .feature_cache import rows_of
+from .feature_cache import rows_of, with_rows
 from .speed import unmasked_attention
 
 if TYPE_CHECKING:
@@ -63,6 +63,12 @@ def with_answer_index(batch: dict) -> dict:
     if "labels" not in batch or ANSWER_INDEX_KEY in batch:
         return batch
     return {**batch, ANSWER_INDEX_KEY: answer_index(batch["labels"])}
+
+
+def with_host_indices(batch: dict) -> dict:
+    """The batch with what a step reads on the host: its answer positions and its row ids (for the
+    image feature cache). Call it while the batch is still on the CPU."""
+    return with_rows(with_answer_index(batch))
 
 
 def supports_answer_loss(model) -> bool:

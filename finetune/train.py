@@ -36,7 +36,7 @@ from . import gc_steps
 from . import models as models_mod
 from . import speed as speed_mod
 from .config import FinetuneConfig, FinetuneError, RunResult
-from .loss import ANSWER_INDEX_KEY, core_model, with_answer_index
+from .loss import ANSWER_INDEX_KEY, core_model, with_host_indices
 from .tokenizer import train_tokenizer
 from .tracking import Tracker, TrainProgress, memory_gib, wandb_mode
 
@@ -366,7 +366,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 state.skipped_ids += new
                 console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
                               f"images ({state.skipped} so far)")
-            return feature_cache.with_rows(with_answer_index(batch))
+            return with_host_indices(batch)
 
     train_seconds, window_samples, window_start = 0.0, 0, time.perf_counter()
     first_step: tuple[float, int] | None = None
@@ -507,7 +507,7 @@ def _standin(train_split, collator) -> dict:
     batch = next((b for b in data_mod.make_loader(train_split, collator, batch_size=1) if "labels" in b), None)
     if batch is None:
         raise FinetuneError("no image of the training split can be read")
-    return feature_cache.with_rows(with_answer_index(batch))
+    return with_host_indices(batch)
 
 
 def _steady(samples: int, seconds: float, first_step: tuple[float, int] | None) -> float | None:

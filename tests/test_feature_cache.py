@@ -12,8 +12,8 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 from finetune.config import DEFAULT_QUESTION, FinetuneConfig  # noqa: E402
 from finetune.data import INDEX_KEY, Collator, build_prompt  # noqa: E402
 from finetune.distributed import LossModule  # noqa: E402
-from finetune.feature_cache import ROWS_KEY, ImageFeatureCache, for_run, with_rows  # noqa: E402
-from finetune.loss import core_model, tower_features, with_answer_index  # noqa: E402
+from finetune.feature_cache import ROWS_KEY, ImageFeatureCache, for_run  # noqa: E402
+from finetune.loss import core_model, tower_features, with_host_indices  # noqa: E402
 from finetune.models import build_builtin  # noqa: E402
 from finetune.train import prepare_model  # noqa: E402
 
@@ -43,7 +43,7 @@ def _collate(rows, loaded):
     collate = Collator(loaded.processor, build_prompt(loaded, DEFAULT_QUESTION), loaded.end_token, train=True)
 
     def batch(indices):
-        return with_rows(with_answer_index(collate([rows[i] for i in indices])))
+        return with_host_indices(collate([rows[i] for i in indices]))
     return batch
 
 
