@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"speed levers: fast (compiled layers, no attention mask, widths padded to "
                         f"{fast.pad_to_multiple_of}, activation memory budget {fast.activation_memory_budget}, "
                         f"LoRA added in the base matmul, a frozen tower's image features cached after the "
-                        f"first epoch, batch {fast.batch_size}), low-memory (budget "
+                        f"first epoch, the last MLP at the answer positions only, batch {fast.batch_size}), "
+                        f"low-memory (budget "
                         f"{low.activation_memory_budget}, batch {low.batch_size}); compilation needs CUDA. "
                         f"Default none")
     p.add_argument("--lora-dropout", type=_number("--lora-dropout", float, 0),

@@ -49,8 +49,7 @@ class SpeedConfig:
     # Keep a frozen vision tower's image features from the first epoch and reuse them afterwards
     # (finetune/feature_cache.py); ignored when the tower trains.
     cache_image_features: bool = False
-    # The last decoder layer's MLP only at the answer positions (finetune/answer_mlp.py). Not measured
-    # on a GPU yet, so no preset sets it.
+    # The last decoder layer's MLP only at the answer positions (finetune/answer_mlp.py).
     answer_only_last_mlp: bool = False
     # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
     # (CUDA graphs) segfaulted on the H200; "max-autotune-no-cudagraphs" is not measured yet.
@@ -89,10 +88,18 @@ class SpeedConfig:
 #     unfused low-memory preset stays, it is faster (39.7 at batch 8) and within 16 GiB
 #   image features of the frozen tower cached from the first epoch (eager batch 16, 160 rows): 28.8 -> 29.7
 #     samples/s; both presets cache them (exact, host memory, off whenever the tower trains)
+# Session 5 (calls s5-1..3), every run with the image features cached, 3 rounds of 5 steps:
+#   fast as it stood (batch 14, budget 0.7):           53.0 samples/s, 29.2 GiB
+#   + answer_only_last_mlp:                            53.5, 28.7 GiB
+#   + budget 0.8 / 0.85 / 0.9 (one partition):         54.3-54.4, 29.5 GiB
+#   smaller batches with less recomputation:           batch 13 at 0.9: 55.0, 28.0 GiB; batch 12 at 0.9-0.95:
+#                                                      53.7-54.8, 26.5 GiB; batch 12 at 1.0: 55.5, 32.7 GiB (over 32)
+#   batch 11, budget 1.0 (no recomputation):           55.9 samples/s, 30.6 GiB (fast from session 5);
+#                                                      batch 10 at 1.0: 54.6, 28.6 GiB
 PRESETS: dict[str, SpeedConfig] = {
     "none": SpeedConfig(),
-    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=8, activation_memory_budget=0.7,
-                        fused_lora=True, cache_image_features=True, batch_size=14, lora_dropout=0.0),
+    "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=8, fused_lora=True,
+                        cache_image_features=True, answer_only_last_mlp=True, batch_size=11, lora_dropout=0.0),
     "low-memory": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=16,
                               activation_memory_budget=0.3, cache_image_features=True, batch_size=8,
                               lora_dropout=0.0),
