@@ -91,9 +91,10 @@ def measure_trl(benchmark, model: str, tokenizer, splits, device: str, batch_siz
 def measure_ours(benchmark, model: str, tokenizer, splits, device: str, config, rounds: int, warmup: int,
                  speed=None) -> dict:
     loaded = _build(model, tokenizer, device)
-    # On a GPU a round is 4 steps and one synchronize, as the loop syncs only to log.
+    # On a GPU a round is the loop's steps between two log lines and one synchronize, as the loop
+    # reads the loss (a host sync) only to log.
     step = LoopStep(loaded, splits, config, device=device, speed=speed,
-                    steps_per_call=4 if device.startswith("cuda") else 1)
+                    steps_per_call=config.log_every if device.startswith("cuda") else 1)
     del loaded
     try:
         if speed is not None and speed.compile_layers:
