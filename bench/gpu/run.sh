@@ -5,7 +5,8 @@
 # 1. in one pytest session (so every ratio comes from figures of the same run): the public recipe,
 #    TRL SFTTrainer and our LoRA loop at batch 8 and 16, our speed presets (fast, low-memory) and full
 #    fine-tuning under the fast preset (pytest-benchmark JSON);
-# 2. with FT_STEPS=N, a short `run-finetune --model phi3v-shape --method lora $FT_ARGS` job (metrics and log).
+# 2. with FT_STEPS=N, a short `run-finetune --model phi3v-shape --method lora $FT_ARGS` job (metrics and log),
+#    on a catalogue of FT_ROWS rows when that is set.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline HF_HUB_OFFLINE=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -21,8 +22,13 @@ bench() {  # name, -k expression, time limit (SIGINT: pytest still writes the JS
 [ -n "${LEVERS:-}" ] && timeout "$(( ${T_LEVERS:-200} + 30 ))" python3 bench/gpu/levers.py --out "$OUT/levers.jsonl" \
   --budget-s "${T_LEVERS:-200}" --steps 15 --warmup 2 --only $LEVERS 2>&1 | grep -E '^\{|^skip' | cut -c1-240
 bench h200_train "${BENCH_K:-cuda}" "${T_BENCH:-520}"
+# FT_ROWS=N: the job trains on a catalogue of N rows, so that FT_STEPS can reach the epochs whose image
+# features come from the cache (the default catalogue's first epoch is 250 steps).
+FT_DATA=()
+[ -n "${FT_ROWS:-}" ] && python3 -m generator --rows "$FT_ROWS" --out /tmp/ft-catalogue --overwrite --quiet \
+  && FT_DATA=(--dataset /tmp/ft-catalogue)
 [ -n "${FT_STEPS:-}" ] && timeout "${T_FT:-120}" python3 -m finetune --model phi3v-shape --method lora --max-steps "${FT_STEPS:-40}" \
-  ${FT_ARGS:---batch-size 16} --max-eval-samples 64 --eval-every 0 --save-every 0 --out "$OUT/ft" --no-wandb 2>&1 \
+  "${FT_DATA[@]}" ${FT_ARGS:---batch-size 16} --max-eval-samples 64 --eval-every 0 --save-every 0 --out "$OUT/ft" --no-wandb 2>&1 \
   | tee "$OUT/finetune.log" | tail -25
 cp "$OUT/ft/metrics.json" "$OUT/finetune_metrics.json" 2>/dev/null; rm -rf "$OUT/ft"
 ls -la "$OUT"
