@@ -317,6 +317,32 @@ class LengthGroupedBatchSampler:
         return self.batches_per_epoch() - self.start
 
 
+class AcrossEpochs:
+    """A batch sampler's batches epoch after epoch, from batch ``start`` of ``epoch`` on, as one
+    endless iterator for the training loader.
+
+    With one iterator the loader's workers prefetch the next epoch's first batches while this epoch
+    ends; a new iterator per epoch left the step waiting for them at every epoch start (measured:
+    run-finetune on a 300-row catalogue ran 52.4 samples/s against the benchmark's 56.1, which
+    never ends an epoch). ``sampler`` needs ``set_epoch(epoch, start)`` and ``__iter__``.
+    """
+
+    def __init__(self, sampler, epoch: int = 0, start: int = 0):
+        self.sampler, self.epoch, self.start = sampler, epoch, start
+
+    def __iter__(self):
+        epoch, start = self.epoch, self.start
+        while True:
+            self.sampler.set_epoch(epoch, start)
+            empty = True
+            for batch in self.sampler:
+                empty = False
+                yield batch
+            if empty and start == 0:   # else an empty split would spin here for ever
+                raise ValueError("the training split has no batches")
+            epoch, start = epoch + 1, 0
+
+
 def make_loader(ds, collator: Collator, *, batch_sampler=None, batch_size: int = 1, num_workers: int = 0,
                 pin_memory: bool = False, seed: int = 0):
     """A DataLoader whose workers decode and preprocess images.

@@ -333,8 +333,12 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
 
     collator = data_mod.Collator(loaded.processor, prompt, loaded.end_token, train=True,
                                  pad_to_multiple_of=speed.pad_to_multiple_of)
+    if state.batch_in_epoch >= sampler.batches_per_epoch():   # a checkpoint saved by an older loop at an epoch's end
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    batch_sampler = distributed.RankSlice(sampler, dist) if dist.enabled else sampler
     loader = data_mod.make_loader(splits["train"], collator,
-                                  batch_sampler=distributed.RankSlice(sampler, dist) if dist.enabled else sampler,
+                                  batch_sampler=data_mod.AcrossEpochs(batch_sampler, state.epoch,
+                                                                      state.batch_in_epoch),
                                   num_workers=cfg.loader_workers(device.type == "cuda", dist.world),
                                   pin_memory=device.type == "cuda", seed=cfg.seed)
     # Every rank must run each micro-batch's forward and backward (they gather and reduce together):
@@ -347,26 +351,19 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    sampler.set_epoch(state.epoch, state.batch_in_epoch)
-    batches = iter(loader)
+    batches, per_epoch = iter(loader), sampler.batches_per_epoch()
 
     def next_batch() -> dict:
-        nonlocal batches
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                sampler.set_epoch(state.epoch)
-                batches = iter(loader)
-                continue
-            state.batch_in_epoch += 1
-            new = sorted(set(batch[data_mod.SKIPPED_KEY]) - set(state.skipped_ids))
-            if new:  # later epochs meet the same rows again: warn and count each once
-                state.skipped_ids += new
-                console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
-                              f"images ({state.skipped} so far)")
-            return with_host_indices(batch)
+        batch = next(batches)
+        state.batch_in_epoch += 1
+        if state.batch_in_epoch >= per_epoch:   # AcrossEpochs goes on with the next epoch's batches
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        new = sorted(set(batch[data_mod.SKIPPED_KEY]) - set(state.skipped_ids))
+        if new:  # later epochs meet the same rows again: warn and count each once
+            state.skipped_ids += new
+            console.print(f"[yellow]warning: skipped {len(new)} row(s) with unreadable "
+                          f"images ({state.skipped} so far)")
+        return with_host_indices(batch)
 
     train_seconds, window_samples, window_start = 0.0, 0, time.perf_counter()
     first_step: tuple[float, int] | None = None

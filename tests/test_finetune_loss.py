@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from _ft_fixtures import CATEGORIES, draw, indexed_rows_and_tokenizer, jpeg  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION  # noqa: E402
-from finetune.data import (IGNORE_INDEX, Collator, LengthGroupedBatchSampler, answer_text,  # noqa: E402
+from finetune.data import (IGNORE_INDEX, AcrossEpochs, Collator, LengthGroupedBatchSampler, answer_text,  # noqa: E402
                            build_prompt, model_inputs)
 from finetune.loss import (ANSWER_INDEX_KEY, answer_index, answer_loss, compute_loss, plain_loss,  # noqa: E402
                            with_answer_index)
@@ -233,3 +233,19 @@ def test_length_grouped_batches_cover_each_row_once_per_epoch():
     assert sampler.batches(0) != sampler.batches(1)
     sampler.set_epoch(1, start=3)
     assert list(sampler) == sampler.batches(1)[3:] and len(sampler) == 1
+
+
+def test_across_epochs_continues_each_epoch_where_the_last_one_ended():
+    import itertools
+
+    lengths = [5, 30, 6, 29, 7, 28, 8, 27, 9]   # 5 batches of 2 an epoch, the last one short
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=2, seed=1, group=4)
+    span = AcrossEpochs(sampler, epoch=1, start=3)
+    expected = sampler.batches(1)[3:] + sampler.batches(2) + sampler.batches(3)[:1]
+    assert list(itertools.islice(span, len(expected))) == expected
+    # Started again, the iterator begins at the same place (a resumed run's first batch).
+    assert next(iter(span)) == sampler.batches(1)[3]
+    # Resuming at an epoch's very end goes on with the next epoch.
+    assert next(iter(AcrossEpochs(sampler, epoch=1, start=5))) == sampler.batches(2)[0]
+    with pytest.raises(ValueError, match="no batches"):
+        next(iter(AcrossEpochs(LengthGroupedBatchSampler([], batch_size=2, seed=1))))
