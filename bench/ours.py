@@ -23,8 +23,9 @@ from bench import measure
 class Forever:
     """``LengthGroupedBatchSampler``'s batches, epoch after epoch, full batches only.
 
-    A benchmark's rounds can outlast an epoch; one endless iterator keeps the loader's workers
-    prefetching across epoch ends, and dropping the short last batch keeps every step the same size.
+    A benchmark's rounds can outlast an epoch; the training loop's one iterator across epochs
+    (``AcrossEpochs``) keeps the loader's workers prefetching across epoch ends, and dropping the
+    short last batch keeps every step the same size.
     """
 
     def __init__(self, sampler, batch_size: int):
@@ -32,13 +33,11 @@ class Forever:
         self.batch_size = batch_size
 
     def __iter__(self):
-        epoch = 0
-        while True:
-            full = [b for b in self.sampler.batches(epoch) if len(b) == self.batch_size]
-            if not full:
-                raise ValueError(f"no full batch of {self.batch_size} rows in the training split")
-            yield from full
-            epoch += 1
+        from finetune.data import AcrossEpochs
+
+        if not any(len(b) == self.batch_size for b in self.sampler.batches(0)):
+            raise ValueError(f"no full batch of {self.batch_size} rows in the training split")
+        yield from (b for b in AcrossEpochs(self.sampler) if len(b) == self.batch_size)
 
 
 class LoopStep:

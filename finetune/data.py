@@ -322,9 +322,9 @@ class AcrossEpochs:
     endless iterator for the training loader.
 
     With one iterator the loader's workers prefetch the next epoch's first batches while this epoch
-    ends; a new iterator per epoch left the step waiting for them at every epoch start (measured:
-    run-finetune on a 300-row catalogue ran 52.4 samples/s against the benchmark's 56.1, which
-    never ends an epoch). ``sampler`` needs ``set_epoch(epoch, start)`` and ``__iter__``.
+    ends; a new iterator per epoch left the step waiting for them at every epoch start (phi3v-shape's
+    CLIP-336 processor, batch 11, 4 workers on 2 cores: 0.12-0.18 s at each epoch's first batch, 0.004 s
+    with one iterator). ``sampler`` needs ``set_epoch(epoch, start)`` and ``__iter__``.
     """
 
     def __init__(self, sampler, epoch: int = 0, start: int = 0):
