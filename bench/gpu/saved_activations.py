@@ -10,8 +10,8 @@ how often attention's forward ran (2: the partitioner recomputes it). The settin
 ``torch._functorch.config`` names (``activation_memory_budget``, ``aggressive_recomputation``, ...).
 
 Measured (torch 2.13 CPU, 2 x 256 tokens): default 19.6 units, 495 MFLOP/token, attention once;
-budget 0.7: 13.4, 495, once (what ``--preset fast`` uses); 0.65: 12.4, 495, twice; 0.6: 11.4, 515,
-twice; 0.3: 7.1, 597, twice; eager (no compile): 24.3.
+budget 0.7: 13.4, 495, once (``--preset fast`` until session 5; it now keeps everything, at batch 11);
+0.65: 12.4, 495, twice; 0.6: 11.4, 515, twice; 0.3: 7.1, 597, twice; eager (no compile): 24.3.
 """
 from __future__ import annotations
 
