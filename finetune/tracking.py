@@ -1,6 +1,9 @@
-"""Where a run reports: Weights & Biases (online, offline or off) and a rich progress bar."""
+"""Where a run reports: Weights & Biases (online, offline or off), a JSON-lines log in the run folder,
+and a rich progress bar."""
 from __future__ import annotations
 
+import json
+import math
 import netrc
 import os
 import resource
@@ -36,15 +39,26 @@ def _has_wandb_key() -> bool:
         return False
 
 
+LOG_FILE = "train_log.jsonl"
+
+
 class Tracker:
-    """A W&B run for one fine-tuning run (a no-op when disabled).
+    """A W&B run for one fine-tuning run (a no-op when disabled), and ``OUT/train_log.jsonl``.
 
     The run id is kept in ``OUT/wandb_run_id`` so a resumed run keeps logging to the same W&B run.
+    The JSON-lines log (one ``{"step": ..., "train/loss": ...}`` object a log step, eval scalars too)
+    is written whenever ``local`` is set, W&B or not, so a run without W&B keeps its loss and
+    throughput curve; a run resumed at ``start_step`` first drops the lines the interrupted run wrote
+    after that step, as its steps are about to run again.
     """
 
-    def __init__(self, config: dict[str, Any], out: Path, *, project: str, mode: str):
+    def __init__(self, config: dict[str, Any], out: Path, *, project: str, mode: str, local: bool = True,
+                 start_step: int = 0):
         self.run = None
         self.mode = mode
+        self.log_path = out / LOG_FILE if local else None
+        if self.log_path is not None:
+            _keep_until(self.log_path, start_step)
         if mode == "disabled":
             return
         import wandb
@@ -70,18 +84,29 @@ class Tracker:
         return self.run is not None
 
     def log(self, data: dict[str, Any], step: int) -> None:
+        self._append(data, step)
         if self.run is not None:
             self.run.log(data, step=step)
 
+    def _append(self, data: dict[str, Any], step: int) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Strict JSON for any reader: NaN (a metric with no parsed rows) becomes null, as in metrics.json.
+        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in data.items()}
+        with self.log_path.open("a") as f:
+            f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")
+
     def log_eval(self, metrics: dict[str, Any], step: int, samples: list[dict] | None = None) -> None:
-        """Eval metrics (flattened as ``eval/...``) and a table of sample predictions with images."""
+        """Eval metrics (flattened as ``eval/...``) and, to W&B, a table of sample predictions with images."""
+        flat = {f"eval/{k}": v for k, v in metrics.get("model", {}).items() if isinstance(v, (int, float))}
+        for name, values in metrics.get("baselines", {}).items():
+            flat.update({f"baseline/{name}/{k}": v for k, v in values.items() if isinstance(v, (int, float))})
+        self._append(flat, step)
         if self.run is None:
             return
         import wandb
 
-        flat = {f"eval/{k}": v for k, v in metrics.get("model", {}).items() if isinstance(v, (int, float))}
-        for name, values in metrics.get("baselines", {}).items():
-            flat.update({f"baseline/{name}/{k}": v for k, v in values.items() if isinstance(v, (int, float))})
         if samples:
             table = wandb.Table(columns=["image", "prediction", "truth", "category_correct", "price_error"])
             for s in samples:
@@ -95,6 +120,24 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def _keep_until(path: Path, step: int) -> None:
+    """Drop the lines of ``path`` logged after ``step`` (all of them from step 0), atomically."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= step] if step else []
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def _step_of(line: str) -> float:
+    """A log line's step; a line cut short by a killed run counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def memory_gib(device) -> float:

@@ -347,7 +347,8 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     tracker = Tracker({**cfg.to_dict(), "lr_resolved": lr, "total_steps": total_steps,
                        "trainable_parameters": sum(p.numel() for p in trainable),
                        "parameters": models_mod.count_parameters(model), "device": str(device)},
-                      out, project=cfg.wandb_project, mode=wandb_mode(cfg.no_wandb) if dist.is_main else "disabled")
+                      out, project=cfg.wandb_project, mode=wandb_mode(cfg.no_wandb) if dist.is_main else "disabled",
+                      local=dist.is_main, start_step=state.step)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

@@ -1,6 +1,8 @@
 """``--resume`` after a kill ends exactly where an uninterrupted run ends."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -28,7 +30,7 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
     data = dataset_dir(tmp_path / "data", n_train=24, n_test=4)
     # 24 rows in batches of 8, 2 micro-batches a step: the run crosses epochs, and the kill lands
     # mid-epoch, one step after a checkpoint. LoRA dropout makes the RNG state matter too.
-    settings = dict(max_steps=6, save_every=2, grad_accum=2, save_final=False, max_eval_samples=4)
+    settings = dict(max_steps=6, save_every=2, grad_accum=2, save_final=False, max_eval_samples=4, log_every=1)
     straight = train(tiny_config(data, tmp_path / "straight", **settings))
     assert straight.steps == 6 and straight.resumed_from is None
 
@@ -53,6 +55,20 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
     start = _weights(tmp_path / "straight", 4)
     assert any(not torch.equal(start[n], expected[n]) for n in expected)
     assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
+
+    # The run folder's log reads as one run: the killed run's step 3 was dropped and logged again.
+    def strict(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    def log(run):
+        return [json.loads(line, parse_constant=strict) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+    straight_log, resumed_log = log(tmp_path / "straight"), log(out)
+    train_steps = [r["step"] for r in resumed_log if "train/loss" in r]
+    assert train_steps == [r["step"] for r in straight_log if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(straight_log, resumed_log):
+        assert a.get("train/loss") == pytest.approx(b.get("train/loss"), abs=1e-6)
+    assert [r["step"] for r in resumed_log if "eval/parse_rate" in r] == [6]
 
 
 def test_resume_refuses_other_settings(tmp_path):

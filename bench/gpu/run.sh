@@ -30,5 +30,6 @@ FT_DATA=()
 [ -n "${FT_STEPS:-}" ] && timeout "${T_FT:-120}" python3 -m finetune --model phi3v-shape --method lora --max-steps "${FT_STEPS:-40}" \
   "${FT_DATA[@]}" ${FT_ARGS:---batch-size 16} --max-eval-samples 64 --eval-every 0 --save-every 0 --out "$OUT/ft" --no-wandb 2>&1 \
   | tee "$OUT/finetune.log" | tail -25
-cp "$OUT/ft/metrics.json" "$OUT/finetune_metrics.json" 2>/dev/null; rm -rf "$OUT/ft"
+cp "$OUT/ft/metrics.json" "$OUT/finetune_metrics.json" 2>/dev/null
+cp "$OUT/ft/train_log.jsonl" "$OUT/finetune_train_log.jsonl" 2>/dev/null; rm -rf "$OUT/ft"
 ls -la "$OUT"
