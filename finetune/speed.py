@@ -16,6 +16,9 @@ except ``lora_dropout``, which a preset sets to 0 only when the run gives no ``-
   keep for backward; below 1 it recomputes cheap ops instead of saving them (memory for time).
 - ``fused_lora``: each adapter's term is added inside the frozen weight's matmul (finetune/fused_lora.py)
   instead of by a separate elementwise pass over the layer's output, forward and backward.
+- ``wide_lora`` (with ``fused_lora``): layers at least twice as wide out as in (qkv, gate/up) keep
+  their frozen weight in a buffer with r more columns holding ``s * B``, and one GEMM over the input
+  widened by ``x @ A.T`` gives base and adapter terms (finetune/fused_lora.py).
 - ``cache_image_features``: a frozen vision tower's features are computed in the first epoch only
   (finetune/feature_cache.py); later epochs skip the tower. Exact: the training images are not augmented.
 - ``answer_only_last_mlp``: the last decoder layer's MLP runs at the answer positions only (the loss
@@ -51,6 +54,9 @@ class SpeedConfig:
     cache_image_features: bool = False
     # The last decoder layer's MLP only at the answer positions (finetune/answer_mlp.py).
     answer_only_last_mlp: bool = False
+    # With fused_lora: layers at least twice as wide out as in (qkv, gate/up) run base and adapter in
+    # one GEMM over a widened weight (finetune/fused_lora.py). Not measured on a GPU yet: no preset sets it.
+    wide_lora: bool = False
     # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
     # (CUDA graphs) segfaulted on the H200; "max-autotune-no-cudagraphs" is not measured yet.
     compile_mode: str | None = None
@@ -132,9 +138,11 @@ def apply_speed(model: nn.Module, cfg: SpeedConfig) -> int:
 
         functorch_config.activation_memory_budget = cfg.activation_memory_budget
     if cfg.fused_lora:
-        from .fused_lora import fuse_lora_linears
+        from .fused_lora import fuse_lora_linears, widen_lora_linears
 
         fuse_lora_linears(model)
+        if cfg.wide_lora:
+            widen_lora_linears(model)
     if cfg.answer_only_last_mlp:
         from .answer_mlp import patch
 
