@@ -139,6 +139,12 @@ def lora_linear(x: torch.Tensor, weight, bias, lora_a, lora_b, scaling: float) -
     return _lora_forward(flat, weight, bias, lora_a, lora_b, float(scaling))[0].view(*x.shape[:-1], weight.shape[0])
 
 
+def wide_lora_linear(x: torch.Tensor, wide: torch.Tensor, lora_a, lora_b, scaling: float) -> torch.Tensor:
+    """The LoRA linear of ``x`` (any leading shape) over a widened weight ``[W | s B]``: one GEMM each way."""
+    flat = x.reshape(-1, x.shape[-1])
+    return _wide_forward(flat, wide, lora_a, lora_b, float(scaling))[0].view(*x.shape[:-1], wide.shape[0])
+
+
 def _fusable(layer) -> str | None:
     """The one adapter a peft ``lora.Linear`` runs, when its forward is plain LoRA we can fuse."""
     adapters = [a for a in layer.active_adapters if a in layer.lora_A]
@@ -172,8 +178,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return type(self).forward(self, x, *args, **kwargs)
     wide = getattr(self, "_lora_wide", None)
     if wide is not None and wide.shape[1] == a.shape[1] + a.shape[0]:
-        flat = x.reshape(-1, x.shape[-1])
-        return _wide_forward(flat, wide, a, b, float(self.scaling[name]))[0].view(*x.shape[:-1], wide.shape[0])
+        return wide_lora_linear(x, wide, a, b, self.scaling[name])
     return lora_linear(x, base.weight, base.bias, a, b, self.scaling[name])
 
 
