@@ -333,8 +333,6 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
 
     collator = data_mod.Collator(loaded.processor, prompt, loaded.end_token, train=True,
                                  pad_to_multiple_of=speed.pad_to_multiple_of)
-    if state.batch_in_epoch >= sampler.batches_per_epoch():   # a checkpoint saved by an older loop at an epoch's end
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     batch_sampler = distributed.RankSlice(sampler, dist) if dist.enabled else sampler
     loader = data_mod.make_loader(splits["train"], collator,
                                   batch_sampler=data_mod.AcrossEpochs(batch_sampler, state.epoch,
@@ -356,9 +354,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
 
     def next_batch() -> dict:
         batch = next(batches)
-        state.batch_in_epoch += 1
-        if state.batch_in_epoch >= per_epoch:   # AcrossEpochs goes on with the next epoch's batches
+        # The last batch ended its epoch: AcrossEpochs went on with the next one's. Rolling over here,
+        # not after the last batch, keeps a checkpoint at an epoch's end as (epoch, all its batches).
+        if state.batch_in_epoch >= per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        state.batch_in_epoch += 1
         new = sorted(set(batch[data_mod.SKIPPED_KEY]) - set(state.skipped_ids))
         if new:  # later epochs meet the same rows again: warn and count each once
             state.skipped_ids += new
