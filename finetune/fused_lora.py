@@ -210,8 +210,8 @@ def widen_lora_linears(model: nn.Module, min_ratio: float = 2.0) -> int:
     """
     widened = 0
     for module in model.modules():
-        name = _fusable(module) if hasattr(module, "lora_A") else None
-        if name is None or module.forward.__func__ is not _fused_forward:
+        # Layers fuse_lora_linears took, still plain LoRA now.
+        if getattr(module.forward, "__func__", None) is not _fused_forward or (name := _fusable(module)) is None:
             continue
         base = module.get_base_layer()
         out_features, in_features = base.weight.shape
