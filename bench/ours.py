@@ -104,9 +104,9 @@ class LoopStep:
         import torch
 
         from finetune.feature_cache import rows_of
-        from finetune.loss import core_model, tower_features
+        from finetune.loss import llava_backbone, tower_features
 
-        backbone = core_model(self.model).model
+        backbone = llava_backbone(self.model)   # not None: the cache is on for Llava models only
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for batch in loader:
                 if "pixel_values" in batch:
