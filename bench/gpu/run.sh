@@ -21,7 +21,8 @@ bench() {  # name, -k expression, time limit (SIGINT: pytest still writes the JS
 # T_LEVERS: the sweep's time budget in seconds (it starts no configuration it cannot finish).
 [ -n "${LEVERS:-}" ] && timeout "$(( ${T_LEVERS:-200} + 30 ))" python3 bench/gpu/levers.py --out "$OUT/levers.jsonl" \
   --budget-s "${T_LEVERS:-200}" --steps 15 --warmup 2 --only $LEVERS 2>&1 | grep -E '^\{|^skip' | cut -c1-240
-bench h200_train "${BENCH_K:-cuda}" "${T_BENCH:-520}"
+# BENCH_K=none: no benchmark session (a call that only sweeps levers or runs the CLI job).
+[ "${BENCH_K:-cuda}" != none ] && bench h200_train "${BENCH_K:-cuda}" "${T_BENCH:-520}"
 # FT_ROWS=N: the job trains on a catalogue of N rows, so that FT_STEPS can reach the epochs whose image
 # features come from the cache (the default catalogue's first epoch is 250 steps).
 FT_DATA=()
