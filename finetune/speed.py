@@ -55,10 +55,11 @@ class SpeedConfig:
     # The last decoder layer's MLP only at the answer positions (finetune/answer_mlp.py).
     answer_only_last_mlp: bool = False
     # With fused_lora: layers at least twice as wide out as in (qkv, gate/up) run base and adapter in
-    # one GEMM over a widened weight (finetune/fused_lora.py). Not measured on a GPU yet: no preset sets it.
+    # one GEMM over a widened weight (finetune/fused_lora.py). No preset sets it: no gain on an H200.
     wide_lora: bool = False
     # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
-    # (CUDA graphs) segfaulted on the H200; "max-autotune-no-cudagraphs" is not measured yet.
+    # (CUDA graphs) segfaulted on the H200, and fails under the fast preset (session 6);
+    # "max-autotune-no-cudagraphs" is not measured yet.
     compile_mode: str | None = None
     # Suggestions a preset makes for settings the run leaves open (an explicit flag wins).
     batch_size: int | None = None
@@ -102,6 +103,13 @@ class SpeedConfig:
 #                                                      53.7-54.8, 26.5 GiB; batch 12 at 1.0: 55.5, 32.7 GiB (over 32)
 #   batch 11, budget 1.0 (no recomputation):           55.9 samples/s, 30.6 GiB (fast from session 5);
 #                                                      batch 10 at 1.0: 54.6, 28.6 GiB
+# Session 6 (calls s6-1..5; other H200s, where the same fast preset ran at 54.8-55.7):
+#   + wide_lora:                                       54.6 against 54.8 in the same call: not kept
+#   CUDA graphs (reduce-overhead), fast preset:        fails: the vision tower's hidden states are read after
+#                                                      the next layer's graph replay has overwritten them
+#   the first epoch (no cached features yet):          52.7 without a cache, 51.4 with the cache filling
+#                                                      (against 55.7 cached); profiled: GPU kernels 191 ms a
+#                                                      step against 184 ms cached (the tower's ~7 ms)
 PRESETS: dict[str, SpeedConfig] = {
     "none": SpeedConfig(),
     "fast": SpeedConfig(compile_layers=True, maskless=True, pad_to_multiple_of=8, fused_lora=True,
