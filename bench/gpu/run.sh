@@ -24,7 +24,7 @@ bench() {  # name, -k expression, time limit (SIGINT: pytest still writes the JS
 # BENCH_K=none: no benchmark session (a call that only sweeps levers or runs the CLI job).
 [ "${BENCH_K:-cuda}" != none ] && bench h200_train "${BENCH_K:-cuda}" "${T_BENCH:-520}"
 # FT_ROWS=N: the job trains on a catalogue of N rows, so that FT_STEPS can reach the epochs whose image
-# features come from the cache (the default catalogue's first epoch is 250 steps).
+# features come from the cache (the default catalogue's first epoch is 249 steps at batch 11).
 FT_DATA=()
 [ -n "${FT_ROWS:-}" ] && python3 -m generator --rows "$FT_ROWS" --out /tmp/ft-catalogue --overwrite --quiet \
   && FT_DATA=(--dataset /tmp/ft-catalogue)
