@@ -38,6 +38,12 @@ FAST_S4 = {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.7, "fus
 FAST_S5 = {**FAST_S4, "answer_only_last_mlp": True, "activation_memory_budget": 1.0}
 
 
+def _fused_p8(batch_size: int, budget: float) -> tuple:
+    """Session 4's fused LoRA with widths padded to 8, at a batch size and memory budget."""
+    return ({"batch_size": batch_size},
+            {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": budget, "fused_lora": True}, None)
+
+
 def _answer_mlp(batch_size: int, budget: float) -> tuple:
     """FAST_S4 with the last MLP at the answer positions, at a batch size and memory budget."""
     return ({"batch_size": batch_size},
@@ -83,18 +89,12 @@ CONFIGS = {
     # Session 4: widths padded to 8 (608/616), the LoRA term added in the base matmul's epilogue.
     "fast_p8_b07_bs14": ({"batch_size": 14}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.7}, None),
     "fused_p16_b07_bs14": ({"batch_size": 14}, {**P16, "activation_memory_budget": 0.7, "fused_lora": True}, None),
-    "fused_p8_b07_bs14": ({"batch_size": 14}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.7,
-                                               "fused_lora": True}, None),
-    "fused_p8_b07_bs16": ({"batch_size": 16}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.7,
-                                               "fused_lora": True}, None),
-    "fused_p8_b07_bs15": ({"batch_size": 15}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.7,
-                                               "fused_lora": True}, None),
-    "fused_p8_b03_bs8": ({"batch_size": 8}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.3,
-                                             "fused_lora": True}, None),
-    "fused_p8_b03_bs16": ({"batch_size": 16}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.3,
-                                               "fused_lora": True}, None),
-    "fused_p8_b05_bs12": ({"batch_size": 12}, {**P16, "pad_to_multiple_of": 8, "activation_memory_budget": 0.5,
-                                               "fused_lora": True}, None),
+    "fused_p8_b07_bs14": _fused_p8(14, 0.7),
+    "fused_p8_b07_bs16": _fused_p8(16, 0.7),
+    "fused_p8_b07_bs15": _fused_p8(15, 0.7),
+    "fused_p8_b03_bs8": _fused_p8(8, 0.3),
+    "fused_p8_b03_bs16": _fused_p8(16, 0.3),
+    "fused_p8_b05_bs12": _fused_p8(12, 0.5),
     # Session 5: the fast preset of session 4 (batch 14, budget 0.7; image features cached, filled
     # before timing), then with the last decoder MLP at the answer positions only.
     "preset_fast": ({"batch_size": 14}, FAST_S4, None),
