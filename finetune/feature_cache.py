@@ -135,9 +135,9 @@ class ImageFeatureCache:
 
 def estimated_bytes(model, rows: int) -> int:
     """What a full cache of ``rows`` rows takes, from the model's config (for the run's console line)."""
-    from .loss import core_model
+    from .loss import llava_backbone
 
-    backbone = core_model(model).model
+    backbone = llava_backbone(model)   # not None: for_run asks only once off_reason found a Llava model
     config = backbone.config
     vision = config.vision_config
     # Llava's image tokens per image are the selected tower tokens (the projector keeps their number).
