@@ -80,9 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{fast.pad_to_multiple_of}, activation memory budget {fast.activation_memory_budget}, "
                         f"LoRA added in the base matmul, a frozen tower's image features cached after the "
                         f"first epoch, the last MLP at the answer positions only, batch {fast.batch_size}), "
-                        f"low-memory (budget "
-                        f"{low.activation_memory_budget}, batch {low.batch_size}); compilation needs CUDA. "
-                        f"Default none")
+                        f"low-memory (budget {low.activation_memory_budget}, batch {low.batch_size}); "
+                        f"compilation needs CUDA. Default none")
     p.add_argument("--lora-dropout", type=_number("--lora-dropout", float, 0),
                    help="dropout on the LoRA input (default 0.05; 0 under a preset)")
     p.add_argument("--fsdp", action=argparse.BooleanOptionalAction,
