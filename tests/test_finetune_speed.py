@@ -49,6 +49,13 @@ def _losses(setup, speed: SpeedConfig, steps: int = 4) -> tuple[list[float], int
     return losses, dropped
 
 
+def _count_calls(monkeypatch, module, name: str) -> list:
+    """A list that grows by one at each call of ``module.name`` (which still runs)."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 def test_maskless_batches_give_the_same_losses_step_by_step(setup):
     plain, kept = _losses(setup, SpeedConfig())
     fast, dropped = _losses(setup, SpeedConfig(maskless=True))
@@ -222,9 +229,7 @@ def test_fused_lora_runs_under_autocast_with_fp32_adapters(monkeypatch):
     x = torch.randn(4, 16, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = model(x)
-        calls = []
-        real = fused_lora._lora_forward
-        monkeypatch.setattr(fused_lora, "_lora_forward", lambda *a: calls.append(1) or real(*a))
+        calls = _count_calls(monkeypatch, fused_lora, "_lora_forward")
         assert fused_lora.fuse_lora_linears(model) == 1
         got = model(x)
         got.float().sum().backward()
@@ -236,18 +241,14 @@ def test_fused_lora_runs_under_autocast_with_fp32_adapters(monkeypatch):
 def test_fused_lora_gives_the_same_losses_step_by_step(setup, monkeypatch):
     from finetune import fused_lora
 
-    calls = []
-    real = fused_lora._lora_forward
-    monkeypatch.setattr(fused_lora, "_lora_forward", lambda *a: calls.append(1) or real(*a))
+    calls = _count_calls(monkeypatch, fused_lora, "_lora_forward")
     plain, _ = _losses(setup, SpeedConfig(maskless=True))
     assert calls == []
     fused, _ = _losses(setup, SpeedConfig(maskless=True, fused_lora=True))
     assert len(calls) == 4 * 2 * 4  # 4 steps x 2 decoder layers x (qkv, o, gate_up, down)
     assert fused == pytest.approx(plain, rel=1e-5)
     calls.clear()
-    wide_calls = []
-    real_wide = fused_lora._wide_forward
-    monkeypatch.setattr(fused_lora, "_wide_forward", lambda *a: wide_calls.append(1) or real_wide(*a))
+    wide_calls = _count_calls(monkeypatch, fused_lora, "_wide_forward")
     wide, _ = _losses(setup, SpeedConfig(maskless=True, fused_lora=True, wide_lora=True))
     assert len(wide_calls) == len(calls) == 4 * 2 * 2   # qkv and gate_up widened; o and down as before
     assert wide == pytest.approx(plain, rel=1e-5)
