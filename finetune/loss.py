@@ -138,16 +138,30 @@ def backbone_hidden_states(model, inputs: dict, *, cache: ImageFeatureCache | No
     core = core_model(model)
     backbone = core.model
     if _is_llava(backbone) and inputs.get("pixel_values") is not None:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
         inputs = dict(inputs)
         features = image_features(backbone, inputs.pop("pixel_values"), cache=cache, rows=rows)
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
+        inputs["inputs_embeds"] = merge_image_features(backbone, inputs.pop("input_ids"), features)
     # A batch without a mask is a maskless (right-padded, causal) batch: attention needs no mask built.
     unmasked = "attention_mask" not in inputs and _is_llava(backbone)
     with unmasked_attention(backbone.language_model.config) if unmasked else contextlib.nullcontext():
         out = backbone(**inputs, use_cache=False)
     return out[0]
+
+
+def merge_image_features(llava_model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Token embeddings ``[batch, seq, hidden]`` with ``features`` in place of the image tokens.
+
+    The backbone then runs on ``inputs_embeds``, an argument every transformers release takes.
+    Handing the features over by keyword instead (``mm_encoder_outputs``, new in transformers
+    5.2x) trained without images wherever an older release ran: an unknown keyword disappears into
+    ``**kwargs`` without a word, the image tokens kept their plain embeddings, and the H200's
+    transformers 5.17 learned nothing from the pictures while this machine's 5.25 did.
+    """
+    embeds = llava_model.get_input_embeddings()(input_ids)
+    where = input_ids == llava_model.config.image_token_id
+    # No count check against ``where``: reading it back would make the host wait for the GPU every step.
+    features = features.reshape(-1, features.shape[-1]).to(embeds.device, embeds.dtype)
+    return embeds.masked_scatter(where.unsqueeze(-1), features)
 
 
 def _is_llava(backbone) -> bool:
