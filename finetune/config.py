@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,10 @@ class FinetuneError(Exception):
 
 
 DEFAULT_QUESTION = "What is shown in this image?"
+# A config holds a few dozen settings: a bigger file, or a YAML file whose aliases expand to more
+# values than this (a "billion laughs" expands to 10^9 and took 3.4 GB), is refused before it is built.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 10_000
 
 
 @dataclass
@@ -68,6 +76,9 @@ class FinetuneConfig:
     fsdp: bool | None = None
 
     def validate(self) -> "FinetuneConfig":
+        # Types first: the range checks below compare numbers, and a config built in Python skips load_config.
+        for name, value in checked_types({f.name: getattr(self, f.name) for f in fields(self)}, "settings").items():
+            setattr(self, name, value)
         problems = []
         if self.method is None:
             from .models import default_method
@@ -129,47 +140,144 @@ def config_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in fields(FinetuneConfig)}
 
 
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+# What each annotated type accepts, and how the error names it. bool is a subclass of int, so the
+# numeric types exclude it; no string is read as a boolean ("false" is truthy and once enabled
+# trust_remote_code).
+_ACCEPTS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    bool: ("true or false", lambda v: type(v) is bool),
+    int: ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a finite number", _is_number),
+    str: ("a string", lambda v: isinstance(v, str)),
+    type(None): ("null", lambda v: v is None),
+}
+
+
+def _allowed(annotation: Any) -> tuple[Any, ...]:
+    """The plain types an annotation admits: ``int | None`` -> ``(int, NoneType)``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _shown(value: Any) -> str:
+    """A value's type, and the value itself when it is a short scalar (never a huge container)."""
+    text = type(value).__name__
+    if isinstance(value, (bool, float, str)) or (isinstance(value, int) and value.bit_length() <= 64):
+        value_repr = repr(value)
+        text += " " + (value_repr if len(value_repr) <= 40 else value_repr[:37] + "...")
+    return text
+
+
+def checked_types(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` (known setting names) checked against ``FinetuneConfig``'s annotations; ints given
+    for float settings become floats. Every mismatch is named in one ``FinetuneError`` line."""
+    hints = typing.get_type_hints(FinetuneConfig)
+    problems, checked = [], {}
+    for name, value in values.items():
+        allowed = _allowed(hints[name])
+        if not all(t in _ACCEPTS for t in allowed):  # a new field type: teach _ACCEPTS about it
+            raise TypeError(f"FinetuneConfig.{name}: no type check for {hints[name]}")
+        if not any(_ACCEPTS[t][1](value) for t in allowed):
+            expected = " or ".join(_ACCEPTS[t][0] for t in allowed)
+            problems.append(f"{name} must be {expected}, not {_shown(value)}")
+        checked[name] = float(value) if float in allowed and _is_number(value) else value
+    if problems:
+        raise FinetuneError(f"{where}: {'; '.join(problems)}")
+    return checked
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
     """A config from a TOML or YAML file (keys as in ``FinetuneConfig``, dashes allowed), then overrides.
 
-    A file may hold its settings at top level or under a ``[finetune]`` table.
+    A file may hold its settings at top level or under a ``[finetune]`` table. Every value must have
+    its setting's type (a boolean is true or false, never a string): one line names each that does not.
     """
     values: dict[str, Any] = {}
     if path is not None:
         values = _read_file(Path(path))
-    values.update({k: v for k, v in overrides.items()})
     known = config_fields()
-    unknown = sorted(k for k in values if k not in known)
+    unknown = sorted(k for k in {**values, **overrides} if k not in known)
     if unknown:
         raise FinetuneError(f"unknown setting(s) {', '.join(unknown)} in {path or 'overrides'}; "
                             f"known: {', '.join(known)}")
+    values = checked_types(values, f"config file {str(path)!r}")
+    values.update(checked_types(overrides, "overrides"))
     return FinetuneConfig(**values).validate()
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    name = repr(str(path))
     if not path.is_file():
-        raise FinetuneError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+        raise FinetuneError(f"config file {name} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise FinetuneError(f"config file {name} must end in .toml, .yaml or .yml")
     try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise FinetuneError(f"config file {str(path)!r} must end in .toml, .yaml or .yml")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise FinetuneError(f"cannot read config file {name}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise FinetuneError(f"config file {name} is larger than {MAX_CONFIG_BYTES >> 20} MiB: "
+                            "a config holds a few dozen settings")
+    try:
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text) if suffix == ".toml" else _load_yaml(text, name)
+    except RecursionError:  # both parsers recurse per nesting level
+        raise FinetuneError(f"config file {name} is nested too deeply: a config holds a table of settings") from None
     except (tomllib.TOMLDecodeError, ValueError) as e:
-        raise FinetuneError(f"cannot parse config file {str(path)!r}: {str(e).splitlines()[0]}") from None
+        raise FinetuneError(f"cannot parse config file {name}: {str(e).splitlines()[0]}") from None
     except Exception as e:  # yaml.YAMLError without importing yaml at module level
         if type(e).__module__.startswith("yaml"):
-            raise FinetuneError(f"cannot parse config file {str(path)!r}: {str(e).splitlines()[0]}") from None
+            raise FinetuneError(f"cannot parse config file {name}: {str(e).splitlines()[0]}") from None
         raise
     if not isinstance(data, dict):
-        raise FinetuneError(f"config file {str(path)!r} must hold a table of settings")
+        raise FinetuneError(f"config file {name} must hold a table of settings")
     if isinstance(data.get("finetune"), dict):
         data = data["finetune"]
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise FinetuneError(f"config file {name}: setting names are text, not {_shown(odd[0])}")
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _load_yaml(text: str, name: str) -> Any:
+    """``yaml.safe_load``, refusing a document whose aliases expand beyond ``MAX_CONFIG_VALUES`` values."""
+    import yaml  # only YAML configs need it (it comes with datasets, not as our own dependency)
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:  # an empty file
+            return {}
+        if _expanded_size(node, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+            raise FinetuneError(f"config file {name} expands to more than {MAX_CONFIG_VALUES:,} values "
+                                "(YAML aliases, or a cycle of them): a config holds a few dozen settings")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any, limit: int) -> int:
+    """How many nodes a composed YAML document has once its aliases are expanded, counting no further
+    than ``limit + 1``: iterative, so neither a cycle nor an alias bomb costs more than ``limit`` steps."""
+    count, stack = 0, [node]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node.value, list):  # a sequence holds nodes, a mapping (key, value) pairs
+            for item in node.value:
+                stack.extend(item if isinstance(item, tuple) else (item,))
+    return count
 
 
 @dataclass

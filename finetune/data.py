@@ -182,6 +182,18 @@ def decode_image(value):
         return None
 
 
+def readable_rows(ds, enough: int) -> int:
+    """Rows of ``ds`` whose image decodes as the collator will decode it, counted up to ``enough``: a
+    healthy split costs ``enough`` decodes; only a split that cannot reach it is read to the end."""
+    found = 0
+    for chunk in ds.select_columns([IMAGE_COLUMN]).iter(batch_size=max(1, enough)):
+        for value in chunk[IMAGE_COLUMN]:
+            found += decode_image(value) is not None
+            if found >= enough:
+                return found
+    return found
+
+
 @dataclass
 class Collator:
     """Rows -> model inputs. Runs in DataLoader workers, so it is a plain picklable object.

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from . import data as data_mod
 from . import distributed
@@ -41,6 +42,10 @@ from .tokenizer import train_tokenizer
 from .tracking import Tracker, TrainProgress, memory_gib, wandb_mode
 
 CHECKPOINTS = "checkpoints"
+# A checkpoint that cannot be read is renamed with this prefix on --resume: out of the step-* set, so
+# neither pruning (which would keep it and delete a good one) nor the next resume counts it.
+DAMAGED = "damaged-"
+STATE_KEYS = frozenset({"train_state", "scheduler", "rng", "config"})
 # Settings that must match for --resume to continue the same run.
 RESUME_KEYS = ("dataset", "model", "method", "batch_size", "grad_accum", "seed", "epochs", "max_steps",
                "lora_r", "lora_alpha", "lora_dropout", "train_vision", "loss", "lr", "weight_decay", "warmup_ratio")
@@ -133,6 +138,10 @@ def _load_model(cfg: FinetuneConfig, splits, out: Path, device, dtype, prompt_fo
     saved = out / "processor"
     if saved.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(str(saved))
+        # from_pretrained records how it loaded in init_kwargs, which save_pretrained would write into
+        # final/tokenizer_config.json: a resumed run's final model must match an uninterrupted run's.
+        for key in ("is_local", "local_files_only"):
+            tokenizer.init_kwargs.pop(key, None)
     else:
         from .tokenizer import END, IMAGE
 
@@ -228,8 +237,68 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
     return TrainState(**{k: v for k, v in saved["train_state"].items() if k in known})
 
 
-def _check_resumable(path: Path, cfg: FinetuneConfig) -> None:
-    saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)["config"]
+class _Damaged(Exception):
+    """A checkpoint file that cannot be read: its name and what reading it said."""
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The checkpoint's state.pt, once every one of its files has been found readable; else ``_Damaged``.
+
+    A write cut short (a full disk, a kill mid-copy) fails here, before the model is built. The weights'
+    header is checked against the file's length and the optimizer's tensors are mapped, not read.
+    """
+    from safetensors import safe_open
+
+    def weights(file: Path) -> None:
+        with safe_open(str(file), framework="pt"):
+            pass
+
+    readers: tuple[tuple[str, Callable[[Path], Any]], ...] = (
+        ("trainable.safetensors", weights),
+        ("optimizer.pt", lambda file: torch.load(file, map_location="cpu", weights_only=False, mmap=True)),
+        ("state.pt", lambda file: torch.load(file, map_location="cpu", weights_only=False)),
+    )
+    for name, read in readers:
+        try:
+            content = read(path / name)
+        except Exception as e:  # noqa: BLE001 - a damaged archive or pickle can raise almost anything
+            said = (str(e).strip() or type(e).__name__).splitlines()[0].split(". ")[0]  # torch's runs on
+            raise _Damaged(f"{name}: {said[:160]}") from None
+    if not isinstance(content, dict) or not STATE_KEYS <= content.keys():
+        raise _Damaged("state.pt: not a checkpoint's state")
+    return content
+
+
+def _resume_checkpoint(out: Path, cfg: FinetuneConfig, console: Console, main: bool) -> Path:
+    """The newest checkpoint in ``out`` that can be read and was written with ``cfg``'s settings.
+
+    Newer ones that cannot be read are set aside (by rank 0) as ``damaged-step-N`` and said; when
+    none can be read, a one-line error.
+    """
+    root = out / CHECKPOINTS
+    damaged: list[tuple[Path, str]] = []
+    for path in sorted(root.glob("step-*"), reverse=True):
+        try:
+            saved = _read_state(path)
+            break
+        except _Damaged as e:
+            damaged.append((path, str(e)))
+    else:
+        listed = "; ".join(f"{p.name} ({why})" for p, why in damaged)
+        raise FinetuneError(f"--resume: no checkpoint in {root} can be read: {listed}; "
+                            f"move {root} away to start the run over")
+    _check_resumable(path, cfg, saved["config"])
+    for bad, why in damaged:
+        aside = bad.with_name(DAMAGED + bad.name)
+        if main:
+            shutil.rmtree(aside, ignore_errors=True)  # the same step, set aside by an earlier resume
+            os.replace(bad, aside)
+        console.print(f"[yellow]warning: checkpoint {bad.name} cannot be read ({escape(why)}): set aside as "
+                      f"{CHECKPOINTS}/{aside.name}; resuming from {path.name}", highlight=False)
+    return path
+
+
+def _check_resumable(path: Path, cfg: FinetuneConfig, saved: dict[str, Any]) -> None:
     diff = [k for k in RESUME_KEYS if not _same_setting(k, saved.get(k), getattr(cfg, k))]
     if diff:
         details = ", ".join(f"{k}={saved.get(k)!r} (now {getattr(cfg, k)!r})" for k in diff)
@@ -263,13 +332,13 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     if checkpoint is not None and not cfg.resume:
         raise FinetuneError(f"{out} already holds a run (last checkpoint {checkpoint.name}): "
                             "add --resume to continue it, or choose another --out")
-    if checkpoint is not None:
-        _check_resumable(checkpoint, cfg)
     dist = distributed.from_env()
-    distributed.check_batch(dist, cfg.batch_size)  # before joining: every rank stops with the same message
-    device = distributed.setup(dist, resolve_device(cfg.device))
     if not dist.is_main:
         console = Console(stderr=True, quiet=True)  # one voice per run: rank 0 reports
+    if checkpoint is not None:
+        checkpoint = _resume_checkpoint(out, cfg, console, main=dist.is_main)
+    distributed.check_batch(dist, cfg.batch_size)  # before joining: every rank stops with the same message
+    device = distributed.setup(dist, resolve_device(cfg.device))
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise FinetuneError("this GPU has no bf16 support: run with bf16 = false")
@@ -279,6 +348,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
 
     models_mod.check_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     splits = data_mod.load_splits(cfg.dataset, seed=cfg.seed)
+    _check_usable_rows(splits["train"], cfg)
     dtype = torch.bfloat16 if bf16 else torch.float32
 
     def prompt_for(image_token: str) -> str:
@@ -498,6 +568,24 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
         skipped_rows=state.skipped,
         resumed_from=resumed_from,
     )
+
+
+def _check_usable_rows(train_split, cfg: FinetuneConfig) -> None:
+    """Refuse, before the model loads, a training split whose readable rows do not fill one batch:
+    with none, the loop would train on nothing and still save a "final" model and exit 0."""
+    rows = len(train_split)
+    usable = data_mod.readable_rows(train_split, enough=cfg.batch_size)
+    if usable >= cfg.batch_size:
+        return
+    where = f"dataset {cfg.dataset!r}"
+    if usable == 0:
+        raise FinetuneError(f"none of the {rows} training rows has a readable image: nothing to train on ({where})")
+    if usable < rows:
+        raise FinetuneError(f"only {usable} of the {rows} training rows have a readable image ({rows - usable} "
+                            f"unreadable), fewer than one batch (--batch-size {cfg.batch_size}): repair the "
+                            f"images of {where} or lower --batch-size")
+    raise FinetuneError(f"the training split has {rows} rows, fewer than one batch (--batch-size "
+                        f"{cfg.batch_size}): lower --batch-size or add rows to {where}")
 
 
 def _standin(train_split, collator) -> dict:
