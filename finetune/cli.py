@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction,
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   help="random crops and mirrors of the training images (default off)")
     fast, low = PRESETS["fast"], PRESETS["low-memory"]
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help=f"speed levers: fast (compiled layers, no attention mask, widths padded to "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from .config import FinetuneError
 IGNORE_INDEX = -100
 INDEX_KEY = "_index"      # dataset row index carried through a batch (for predictions)
 SKIPPED_KEY = "_skipped"  # indices of the rows the batch dropped because their image could not be read
+EPOCH_KEY = "_epoch"      # the epoch a training row is drawn in (seeds its augmentation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,11 +160,17 @@ class RowsDataset:
     def __getitem__(self, i: int) -> dict:
         return self.__getitems__([i])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[dict]:
+    def __getitems__(self, indices: list) -> list[dict]:
+        # An index is a row number, or (epoch, row number) from ``AcrossEpochs(tag_epochs=True)``:
+        # the epoch then travels with the row, so its augmentation is drawn from (seed, epoch, row).
+        epochs = [i[0] if isinstance(i, tuple) else None for i in indices]
+        indices = [i[1] if isinstance(i, tuple) else i for i in indices]
         cols = self.ds[list(indices)]
         rows = [dict(zip(cols, values)) for values in zip(*cols.values())]
-        for i, row in zip(indices, rows):
+        for i, epoch, row in zip(indices, epochs, rows):
             row[INDEX_KEY] = int(i)
+            if epoch is not None:
+                row[EPOCH_KEY] = int(epoch)
         return rows
 
 
@@ -209,6 +217,10 @@ class Collator:
     # Training batches round their width up to this multiple (finetune/speed.py): fewer distinct
     # shapes for the compiled graphs, the attention plans and the memory allocator.
     pad_to_multiple_of: int = 1
+    # Training images get a random crop and mirror (``augment_image``), drawn from (seed, epoch, row):
+    # the same in every worker layout and after --resume.
+    augment: bool = False
+    seed: int = 0
 
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
         import torch
@@ -220,6 +232,9 @@ class Collator:
             if image is None:
                 skipped.append(int(row[INDEX_KEY]))
                 continue
+            if self.train and self.augment:
+                draw = random.Random(f"{self.seed}/{row.get(EPOCH_KEY, 0)}/{row[INDEX_KEY]}")
+                image = augment_image(image, draw)
             enc = self.processor(text=self.prompt, images=[image], return_tensors="pt")
             prompt_ids = enc.pop("input_ids")[0].tolist()
             enc.pop("attention_mask", None)
@@ -257,6 +272,31 @@ class Collator:
             batch[key] = _stack_padded([e[2][key] for e in encoded])
         batch[INDEX_KEY] = torch.tensor([e[3] for e in encoded], dtype=torch.long)
         return batch
+
+
+def augment_image(image, rng: random.Random):
+    """A random crop of 60-100 % of the area (aspect 0.8-1.25), resized back, mirrored half the time.
+
+    Meant against memorising: tiny's tower, learning from scratch, reaches train loss 0.01-0.09 and
+    category3 52-60 % on the default catalogue's test split after 35 epochs. Crops and mirrors keep
+    every label (silhouette, colour, material, pattern); no colour jitter, colour is in the answer.
+    Measured so far (H200, 3,000 steps of 32): no gain (50.0 % with, 51.6 % without), so it is off
+    unless ``augment = true``.
+    """
+    from PIL import Image
+
+    w, h = image.size
+    for _ in range(10):
+        area = rng.uniform(0.6, 1.0) * w * h
+        aspect = math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            image = image.resize((w, h), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+            break
+    if rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return image
 
 
 def _stack_padded(tensors):
@@ -339,8 +379,8 @@ class AcrossEpochs:
     with one iterator). ``sampler`` needs ``set_epoch(epoch, start)`` and ``__iter__``.
     """
 
-    def __init__(self, sampler, epoch: int = 0, start: int = 0):
-        self.sampler, self.epoch, self.start = sampler, epoch, start
+    def __init__(self, sampler, epoch: int = 0, start: int = 0, tag_epochs: bool = False):
+        self.sampler, self.epoch, self.start, self.tag_epochs = sampler, epoch, start, tag_epochs
 
     def __iter__(self):
         epoch, start = self.epoch, self.start
@@ -349,7 +389,7 @@ class AcrossEpochs:
             empty = True
             for batch in self.sampler:
                 empty = False
-                yield batch
+                yield [(epoch, i) for i in batch] if self.tag_epochs else batch
             if empty and start == 0:   # else an empty split would spin here for ever
                 raise ValueError("the training split has no batches")
             epoch, start = epoch + 1, 0

@@ -97,9 +97,18 @@ class Tracker:
         with self.log_path.open("a") as f:
             f.write(json.dumps({"step": step, **row}, allow_nan=False) + "\n")
 
-    def log_eval(self, metrics: dict[str, Any], step: int, samples: list[dict] | None = None) -> None:
-        """Eval metrics (flattened as ``eval/...``) and, to W&B, a table of sample predictions with images."""
+    def log_eval(self, metrics: dict[str, Any], step: int, samples: list[dict] | None = None, *,
+                 samples_seen: int | None = None) -> None:
+        """Eval metrics (flattened as ``eval/...``) and, to W&B, a table of sample predictions with images.
+
+        The line also holds ``samples_seen``, the training rows seen so far (given, or the final
+        metrics' ``train.samples``), so accuracy can be plotted against samples as well as steps.
+        """
         flat = {f"eval/{k}": v for k, v in metrics.get("model", {}).items() if isinstance(v, (int, float))}
+        if samples_seen is None:
+            samples_seen = (metrics.get("train") or {}).get("samples")
+        if samples_seen is not None:
+            flat["samples_seen"] = samples_seen
         for name, values in metrics.get("baselines", {}).items():
             flat.update({f"baseline/{name}/{k}": v for k, v in values.items() if isinstance(v, (int, float))})
         self._append(flat, step)

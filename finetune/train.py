@@ -48,7 +48,8 @@ DAMAGED = "damaged-"
 STATE_KEYS = frozenset({"train_state", "scheduler", "rng", "config"})
 # Settings that must match for --resume to continue the same run.
 RESUME_KEYS = ("dataset", "model", "method", "batch_size", "grad_accum", "seed", "epochs", "max_steps",
-               "lora_r", "lora_alpha", "lora_dropout", "train_vision", "loss", "lr", "weight_decay", "warmup_ratio")
+               "lora_r", "lora_alpha", "lora_dropout", "train_vision", "loss", "lr", "weight_decay", "warmup_ratio",
+               "augment")
 
 
 @dataclass
@@ -348,6 +349,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
 
     models_mod.check_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     splits = data_mod.load_splits(cfg.dataset, seed=cfg.seed)
+    limits = eval_mod.load_limits(cfg.dataset)   # what a perfect image reader could score (generator's limits.json)
     _check_usable_rows(splits["train"], cfg)
     dtype = torch.bfloat16 if bf16 else torch.float32
 
@@ -376,8 +378,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     if speed_mod.apply_speed(model, speed) == 0 and speed.compile_layers:
         console.print(f"--preset {cfg.preset}: no transformer blocks of {cfg.model} to compile; they run eager")
     maskless = speed.maskless and speed_mod.maskless_supported(model)
+    augment = cfg.augment
     cache = None
-    if speed.cache_image_features:
+    if speed.cache_image_features and augment:
+        console.print(f"--preset {cfg.preset}: no image feature cache (the training images are augmented)")
+    elif speed.cache_image_features:
         cache, said = feature_cache.for_run(model, rows=len(splits["train"]), device=device, kind=cfg.loss,
                                             sharded=fsdp, processes=dist.world)
         console.print(said)
@@ -402,11 +407,11 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     samples_before = state.samples
 
     collator = data_mod.Collator(loaded.processor, prompt, loaded.end_token, train=True,
-                                 pad_to_multiple_of=speed.pad_to_multiple_of)
+                                 pad_to_multiple_of=speed.pad_to_multiple_of, augment=augment, seed=cfg.seed)
     batch_sampler = distributed.RankSlice(sampler, dist) if dist.enabled else sampler
     loader = data_mod.make_loader(splits["train"], collator,
                                   batch_sampler=data_mod.AcrossEpochs(batch_sampler, state.epoch,
-                                                                      state.batch_in_epoch),
+                                                                      state.batch_in_epoch, tag_epochs=augment),
                                   num_workers=cfg.loader_workers(device.type == "cuda", dist.world),
                                   pin_memory=device.type == "cuda", seed=cfg.seed)
     # Every rank must run each micro-batch's forward and backward (they gather and reduce together):
@@ -511,8 +516,8 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 if due_eval:
                     with distributed.whole_model(model, frame, dist) as whole:  # rank 0's; None elsewhere
                         if whole is not None:
-                            result = _evaluate(whole, loaded, splits, prompt, cfg, device, bf16)
-                            tracker.log_eval(result.metrics, state.step)
+                            result = _evaluate(whole, loaded, splits, prompt, cfg, device, bf16, limits)
+                            tracker.log_eval(result.metrics, state.step, samples_seen=state.samples)
                             bar.progress.console.print(
                                 f"step {state.step}: category3 accuracy "
                                 f"{result.metrics['model']['category3_accuracy']:.3f}, "
@@ -529,7 +534,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
         # Evaluation and the final model happen once, on rank 0 (every rank gathers a sharded model).
         with distributed.whole_model(model, frame, dist) as whole:
             if whole is not None:
-                result = _evaluate(whole, loaded, splits, prompt, cfg, device, bf16)
+                result = _evaluate(whole, loaded, splits, prompt, cfg, device, bf16, limits)
                 metrics = result.metrics
                 metrics["train"] = {"steps": state.step, "samples": state.samples, "final_loss": state.last_loss,
                                     "final_grad_norm": state.last_grad_norm,
@@ -545,6 +550,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
                 eval_mod.write_results(result, out)
                 tracker.log_eval(metrics, state.step, eval_mod.sample_predictions(result))
                 console.print(eval_mod.results_table(metrics))
+                console.print(eval_mod.diagnostics_table(metrics))
                 if cache is not None:
                     console.print(f"image feature cache: {cache.served} of {cache.served + cache.computed} "
                                   f"batches served without the vision tower ({len(cache)} rows cached)")
@@ -603,12 +609,12 @@ def _steady(samples: int, seconds: float, first_step: tuple[float, int] | None) 
     return (samples - first_step[1]) / (seconds - first_step[0])
 
 
-def _evaluate(model, loaded, splits, prompt, cfg, device, bf16):
+def _evaluate(model, loaded, splits, prompt, cfg, device, bf16, limits=None):
     return eval_mod.evaluate(
         model, loaded, splits, prompt,
         batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens, device=device, bf16=bf16,
-        max_samples=cfg.max_eval_samples, num_workers=cfg.loader_workers(device.type == "cuda"),
+        max_samples=cfg.max_eval_samples, num_workers=cfg.loader_workers(device.type == "cuda"), limits=limits,
     )
 
 

@@ -26,11 +26,14 @@ def _weights(out, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
 
 
-def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path, augment):
     data = dataset_dir(tmp_path / "data", n_train=24, n_test=4)
     # 24 rows in batches of 8, 2 micro-batches a step: the run crosses epochs, and the kill lands
-    # mid-epoch, one step after a checkpoint. LoRA dropout makes the RNG state matter too.
-    settings = dict(max_steps=6, save_every=2, grad_accum=2, save_final=False, max_eval_samples=4, log_every=1)
+    # mid-epoch, one step after a checkpoint. LoRA dropout makes the RNG state matter too; with
+    # augment, each row's crop must be drawn again as the uninterrupted run drew it.
+    settings = dict(max_steps=6, save_every=2, grad_accum=2, save_final=False, max_eval_samples=4, log_every=1,
+                    augment=augment)
     straight = train(tiny_config(data, tmp_path / "straight", **settings))
     assert straight.steps == 6 and straight.resumed_from is None
 
