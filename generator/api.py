@@ -7,10 +7,12 @@
 
 A run directory is never left half-replaced: a fresh run writes shard by shard (each shard atomic and
 recorded in a manifest, so ``resume=True`` finishes an interrupted run), and ``overwrite=True`` builds
-the new run in a sibling folder and swaps it in only once it is complete.
+the new run in a sibling folder and swaps it in only once it is complete. A run that clearly cannot fit
+on its disk is refused before it starts; one that fills the disk anyway leaves the folder as it found it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -27,7 +29,7 @@ import pyarrow.parquet as pq
 from generator import taxonomy as taxonomy_mod
 from generator.card import CARD_FILENAME, CONTACT_SHEET_FILENAME, contact_sheet, png_bytes, render_card
 from generator.catalog import Catalog, Product
-from generator.privacy import PrivacyError
+from generator.privacy import GuardedSource, PrivacyError
 from generator.schema import IMAGE_COLUMN
 from generator.taxonomy import Taxonomy
 from generator.writer import (DATA_DIR, MANIFEST_DIR, RowSource, WriteError, WriteResult, atomic_write_bytes,
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
 
 CONTACT_SHEET_ROWS = 24
 MAX_ROWS = 10**10  # product codes and the split permutation are exact far beyond this
+# Disk space: a refused run must clearly lack room. The estimate is calibrated on the renderer's own
+# JPEGs (within ~20% at 32-512 px); an augmented source's photos compress differently, so its runs are
+# refused only when even a much smaller need could not fit.
+SPACE_REFUSE_BELOW = {"synthetic": 0.8, "source": 0.4}   # refuse when free < this share of the estimate
+RUN_EXTRA_BYTES = 2 << 20                                 # card, contact sheet, reports and manifests
 
 
 class GenerateError(ValueError):
@@ -189,6 +196,11 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
     ``.manifest/`` folders in one place and run the command once more without ``--shard`` and with
     ``--resume``: it verifies every shard against its manifest, writes nothing else, and adds the card.
     """
+    if resume and overwrite:
+        # Together they replaced a finished 300-row run by a 30-row one: one finishes a run, the other
+        # replaces it, and guessing which was meant loses data either way.
+        raise GenerateError("--resume and --overwrite cannot be combined: --resume finishes the run already in "
+                            "--out, --overwrite replaces it with a new one; pass only one of them")
     if shard is not None:
         i, n = shard
         if not (_is_int(i) and _is_int(n) and n >= 1 and 0 <= i < n):
@@ -204,7 +216,10 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
         catalog = _load_source(config.source)
         from generator.augment import augmented_row_source
 
-        source = augmented_row_source(catalog, config.rows, config.seed, config.image_size, privacy=config.privacy)
+        try:
+            source = augmented_row_source(catalog, config.rows, config.seed, config.image_size, privacy=config.privacy)
+        except PrivacyError as err:  # e.g. a 1-row source: refused before anything is written
+            raise GenerateError(f"--source {err}") from None
     elif source is None:
         source = SyntheticRows(tax, config.seed, config.rows, config.image_size, config.jpeg_quality)
     elif len(source) != config.rows:
@@ -212,9 +227,15 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
     plan = plan_splits(config.rows, config.test_fraction, config.rows_per_shard, config.seed)
 
     work = _prepare(out, overwrite=overwrite, resume=resume or shard is not None)
+    mine = [s for k, s in enumerate(plan.shards) if shard is None or k % shard[1] == shard[0]]
+    need = _check_space(out, work, sum(s.rows for s in mine if not (work / DATA_DIR / s.name).is_file()), config,
+                        SPACE_REFUSE_BELOW["synthetic" if isinstance(source, SyntheticRows) else "source"])
+    created = _make_dir(work)
+    before = set(work.rglob("*"))  # what a resumed run already had: a full disk must not take it away
     from rich.console import Console
 
     console = console or Console(stderr=True)
+    reports = None
     try:
         with _progress(console, quiet) as bar:
             task = bar.add_task(f"writing {out}", total=None)
@@ -222,28 +243,40 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
                 source, work, plan, num_proc=config.num_proc, shard=shard,
                 on_start=lambda total, done: bar.update(task, total=total, completed=done),
                 progress=lambda rows: bar.advance(task, rows))
+        if result.complete:
+            from generator.quality import write_reports
+
+            # GuardedSource wraps the augmented rows; with --privacy off they come unwrapped.
+            inner = source.source if isinstance(source, GuardedSource) else source
+            reports = write_reports(work, level=config.privacy, source=catalog,
+                                    source_report=inner.report() if catalog is not None else None,
+                                    rejections=result.rejections(), num_proc=config.num_proc,
+                                    taxonomy=inner.taxonomy if isinstance(inner, SyntheticRows) else None)
+            write_card(work, result, extra_sections={**reports.sections, **(extra_sections or {})})
+            if work != out:
+                _swap_in(work, out)
     except (WriteError, PrivacyError) as err:
+        if shard is None:  # bad input found mid-run (the guard gave up on a row): nothing of this call stays
+            _roll_back(work, created, before)
         raise GenerateError(str(err)) from None
     except OSError as err:
-        raise GenerateError(f"cannot write to {work}: {err.strerror or err}; choose another --out") from None
-
-    reports = None
-    if result.complete:
-        from generator.quality import write_reports
-
-        inner = getattr(source, "source", source)  # GuardedSource wraps the augmented rows
-        reports = write_reports(work, level=config.privacy, source=catalog,
-                                source_report=inner.report() if catalog is not None else None,
-                                rejections=result.rejections(), num_proc=config.num_proc)
-        write_card(work, result, extra_sections={**reports.sections, **(extra_sections or {})})
-        if work != out:
-            _swap_in(work, out)
+        if not _is_disk_full(err):
+            raise GenerateError(f"cannot write to {work}: {err.strerror or err}; choose another --out") from None
+        if shard is not None:  # a fleet shares the folder: only this machine's temporary files went
+            kept = "this machine's finished shards are kept (run the same command again once there is room)"
+        else:
+            _roll_back(work, created, before)
+            kept = "nothing of this run was kept"
+        raise GenerateError(f"the disk filled up while writing --out {out} ({err.strerror or err}): {need}; "
+                            f"{kept}; free some space or choose another --out") from None
     missing = len(plan.shards) - len(result.records)
     return RunReport(out=out, rows=config.rows,
                      rows_written=sum(result.records[n].rows for n in result.written),
                      seconds=time.perf_counter() - t0,
                      complete=result.complete, shards_written=result.written, shards_skipped=result.skipped,
-                     shards_missing=missing, privacy_passed=reports.privacy_passed if reports else True,
+                     shards_missing=missing,
+                     # --privacy off: the report is written for the record, but the user waived its verdict
+                     privacy_passed=(reports.privacy_passed or config.privacy == "off") if reports else True,
                      source_summary=catalog.report.summary() if catalog is not None else None)
 
 
@@ -270,12 +303,8 @@ def write_card(out: Path, result: WriteResult, extra_sections: dict[str, str] | 
 
 
 def _prepare(out: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Check ``out`` before anything is written; return the folder to write into."""
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    """Check ``out`` before anything is written; return the folder to write into (not created yet)."""
+    probe = _existing_ancestor(out)
     if probe.exists() and not probe.is_dir():
         what = "is a file" if probe == out else f"is inside a file ({probe})"
         raise GenerateError(f"--out {out} {what}; choose a folder path")
@@ -284,11 +313,21 @@ def _prepare(out: Path, *, overwrite: bool, resume: bool) -> Path:
 
     ours = out.is_dir() and (out / MANIFEST_DIR / "run.json").is_file()
     non_empty = out.is_dir() and any(out.iterdir())
+    if overwrite:
+        # --overwrite renames --out away once the new run is done: that fails (EBUSY) for the folder
+        # we stand in, one holding it or a mount point, after the whole run. Say so before starting.
+        here, target = Path.cwd().resolve(), out.resolve()
+        if target == here or target in here.parents:
+            raise GenerateError(f"--out {out} is the current folder or holds it, and --overwrite would replace it; "
+                                "choose a folder below the current one, or cd out of it first")
+        if os.path.ismount(target):
+            raise GenerateError(f"--out {out} is a mount point, which --overwrite cannot replace; "
+                                "choose a folder inside it")
     if overwrite and non_empty:
-        work = out.parent / f".{out.name}.incoming"
-        if work.exists() and not (resume and (work / MANIFEST_DIR / "run.json").is_file()):
+        target = Path(os.path.abspath(out))  # `a/..` names no sibling; its absolute form does
+        work = target.parent / f".{target.name}.incoming"
+        if work.exists():
             shutil.rmtree(work)  # our own unfinished replacement from an earlier --overwrite
-        work.mkdir(parents=True, exist_ok=True)
         return work
     if non_empty and not resume:
         if ours:
@@ -297,19 +336,90 @@ def _prepare(out: Path, *, overwrite: bool, resume: bool) -> Path:
         raise GenerateError(f"--out {out} is not empty; choose an empty or new folder, or pass --overwrite to replace it")
     if non_empty and resume and not ours:
         raise GenerateError(f"--out {out} holds no gen-samples run to resume; choose its run folder or an empty one")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GenerateError(f"cannot create --out {out}: {err.strerror or err}; choose another folder") from None
     return out
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (where a new folder would go)."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def _make_dir(work: Path) -> Path | None:
+    """Create ``work``; return the top-most folder this made (None if it existed), to remove on a full disk."""
+    top = None if work.is_dir() else work
+    while top is not None and not top.parent.exists():
+        top = top.parent
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if top is not None:  # the parents made before the last one failed (a name too long): nothing written
+            shutil.rmtree(top, ignore_errors=True)
+        raise GenerateError(f"cannot create --out {work}: {err.strerror or err}; choose another folder") from None
+    return top
 
 
 def _swap_in(work: Path, out: Path) -> None:
     """Replace ``out`` by the complete run in ``work``: two renames, then the old run is deleted."""
+    out = Path(os.path.abspath(out))
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    os.replace(out, old)
-    os.replace(work, out)
+    try:
+        os.replace(out, old)
+    except OSError as err:  # said here: write_run would take an OSError for a failed write
+        raise GenerateError(f"cannot replace --out {out} ({err.strerror or err}); the new run is complete in "
+                            f"{work}: move it into place yourself") from None
+    os.replace(work, out)  # cannot fail once the first rename worked: same folder, name now free
     shutil.rmtree(old, ignore_errors=True)
+
+
+def estimated_bytes(rows: int, image_size: int, jpeg_quality: int = 90) -> int:
+    """Disk space for ``rows`` rows, from rows x image size: the renderer's JPEGs grow with the side ^ 1.5
+    and with the quality (within ~20% at 32-512 px); plus the card, contact sheet, reports and manifests."""
+    quality = 0.2 + 0.8 * (jpeg_quality / 90) ** 2
+    return int(rows * (100 + 2.8 * image_size ** 1.5 * quality)) + RUN_EXTRA_BYTES
+
+
+def _check_space(out: Path, work: Path, rows: int, config: GenerateConfig, refuse_below: float) -> str:
+    """Refuse, before anything is written, a run that clearly cannot fit; return what it needs (for the
+    message should the disk fill up anyway)."""
+    needed = estimated_bytes(rows, config.image_size, config.jpeg_quality)
+    need = f"this run needs about {_size(needed)} ({rows:,} rows at {config.image_size}x{config.image_size} px)"
+    try:
+        free = shutil.disk_usage(_existing_ancestor(work)).free
+    except OSError:
+        return need  # a file system that does not say: the run will tell
+    if rows and free < refuse_below * needed:
+        raise GenerateError(f"not enough disk space for --out {out}: {need}, only {_size(free)} free there; "
+                            "free some space or choose another --out")
+    return f"{need} and {_size(free)} were free when it started"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _is_disk_full(err: OSError) -> bool:
+    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)
+
+
+def _roll_back(work: Path, created: Path | None, before: set[Path]) -> None:
+    """Leave the disk as this call found it: no shard without a card, no empty data/, no temporary files.
+    What a resumed run already had stays."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for path in sorted(work.rglob("*"), reverse=True):  # a folder's files come before it
+        if path not in before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _progress(console: "Console", quiet: bool):

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from generator.privacy import GuardedSource, PrivacyGuard, find_pii, normalise_title
+from generator.privacy import GuardedSource, PrivacyError, PrivacyGuard, find_pii, normalise_title
 from generator.sources import SourceCatalog, SourceRow
 
 # Words that name what the image shows; recombined titles keep them. Longest phrases are matched first.
@@ -304,7 +304,9 @@ class AugmentedSource:
         excluded = set(self.excluded_pii)
         self.eligible = np.array([i for i in range(len(source.rows)) if i not in excluded], dtype=np.int64)
         if not len(self.eligible):
-            raise ValueError("every source row carries PII in its text; nothing can be augmented safely")
+            # PrivacyError, not ValueError: the CLI reports it as one line, like the guard's own refusals.
+            raise PrivacyError(f"every usable row of {source.origin} carries personal data in its text "
+                               f"({len(source.rows)} rows), so none can be a template; remove it from the source")
         templates = [source.rows[i] for i in self.eligible]
         self.titles = _TitleModel.fit(templates)
         self.prices = _PriceModel.fit(templates, config.price_bandwidth)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -105,6 +107,35 @@ def price_summary(prices: Counter) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Markdown escaping: labels come from taxonomy files and source tables, so they may hold anything
+
+
+# Bidirectional overrides: they reorder what a reader sees ("Trojan source"), so they are shown, not obeyed.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def md_text(value: Any) -> str:
+    """``value`` on one markdown line: control characters (newline, ESC, ...) shown escaped (``\\n``)."""
+    return "".join(repr(ch)[1:-1] if ch in _BIDI or unicodedata.category(ch) == "Cc" else ch for ch in str(value))
+
+
+def md_cell(value: Any) -> str:
+    """``value`` as one table cell: on one line, and a ``|`` (or a backslash before one) cannot split it."""
+    return md_text(value).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def md_code(value: Any, *, table: bool = True) -> str:
+    """``value`` as inline code (in a table cell when ``table``): a backtick inside cannot end the span."""
+    text = md_text(value)
+    if table:  # GFM splits cells before parsing code spans: only "\|" keeps a pipe inside the cell
+        text = re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", text)
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall(r"`+", text)) + 1)
+    return f"{fence} {text} {fence}"
+
+
+# --------------------------------------------------------------------------------------------------
 # The card
 
 
@@ -160,9 +191,10 @@ def render_card(
     for st in splits.values():
         total.merge(st)
     currency = source.get("currency_code", "")
-    out = ["---", header.rstrip(), "---", "", f"# {source.get('pretty_name', 'Synthetic product catalogue')}", ""]
+    title = md_text(source.get("pretty_name", "Synthetic product catalogue"))
+    out = ["---", header.rstrip(), "---", "", f"# {title}", ""]
     if source.get("description"):
-        out += [source["description"].rstrip(".") + ".", ""]
+        out += [md_text(source["description"]).rstrip(".") + ".", ""]
     out += [
         "Every row is **synthetic**: titles, prices, codes and URLs are drawn from a taxonomy file and each "
         "image is rendered from its row's metadata by `gen-samples`, so the category, colour, material, "
@@ -173,7 +205,7 @@ def render_card(
     if contact_sheet:
         out += [f"![Contact sheet: the first training images]({contact_sheet})", ""]
     out += ["## Splits", "", "| split | rows | discounted |", "|---|---:|---:|"]
-    out += [f"| {s} | {st.rows:,} | {st.discounted:,} |" for s, st in splits.items()]
+    out += [f"| {md_cell(s)} | {st.rows:,} | {st.discounted:,} |" for s, st in splits.items()]
     out += [f"| **total** | **{total.rows:,}** | **{total.discounted:,}** |", ""]
     out += ["```python", "from datasets import load_dataset", "",
             'ds = load_dataset("parquet", data_dir="path/to/this/folder")  # or load_dataset("<repo id>")',
@@ -188,22 +220,61 @@ def render_card(
     out += ["## Generation parameters", "", "| parameter | value |", "|---|---|"]
     flat = {**{k: v for k, v in source.items() if k not in ("description",)},
             **{k: v for k, v in params.items() if k not in ("source", "format")}}
-    out += [f"| {k} | `{v}` |" for k, v in flat.items()]
+    out += [f"| {md_cell(k)} | {md_code(v)} |" for k, v in flat.items()]
     out += ["", "The same parameters give byte-identical files, whatever the number of worker processes or "
             "machines that wrote them.", ""]
     out += [f"## Prices per category2 (`full_price`, {currency})" if currency else "## Prices per category2", "",
             "| category2 | rows | min | median | mean | max |", "|---|---:|---:|---:|---:|---:|"]
     for c2, n in sorted(total.category2.items(), key=lambda kv: (-kv[1], kv[0])):
         p = price_summary(total.full_price[c2])
-        out.append(f"| {c2} | {n:,} | {p['min']:,.0f} | {p['median']:,.0f} | {p['mean']:,.0f} | {p['max']:,.0f} |")
+        out.append(f"| {md_cell(c2)} | {n:,} | {p['min']:,.0f} | {p['median']:,.0f} | {p['mean']:,.0f} | {p['max']:,.0f} |")
     out += ["", "## Category distribution", "", "| category1 | rows | share |", "|---|---:|---:|"]
-    out += [f"| {c} | {n:,} | {n / total.rows:.1%} |" for c, n in sorted(total.category1.items(), key=lambda kv: -kv[1])]
+    out += [f"| {md_cell(c)} | {n:,} | {n / total.rows:.1%} |"
+            for c, n in sorted(total.category1.items(), key=lambda kv: -kv[1])]
     out += ["", "| category2 / category3 | rows | share |", "|---|---:|---:|"]
-    out += [f"| {c} | {n:,} | {n / total.rows:.1%} |" for c, n in sorted(total.category3.items())]
+    out += [f"| {md_cell(c)} | {n:,} | {n / total.rows:.1%} |" for c, n in sorted(total.category3.items())]
     out.append("")
     for heading, body in (extra_sections or {}).items():
         out += [f"## {heading}", "", body.rstrip(), ""]
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The data's own limit (generator.limits computes it; limits.json holds the numbers)
+
+LIMITS_HEADING = "What a perfect image reader could score"
+
+
+def render_limits_section(limits: dict[str, Any]) -> str:
+    """The card section of ``limits.json``: the perfect reader's scores next to the majority baselines."""
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    n_test = limits.get("n_test", 0)
+    if not n_test:
+        return "There is no test split to score a reader on (`--test-fraction 0`), so no limit is given."
+    majority = limits.get("majority_accuracy", {})
+    lines = [f"A reader that sees everything the renderer draws, and knows exactly how the generator drew each "
+             f"label, still confuses values drawn alike. This is what it scores on the {n_test:,} test rows, next "
+             "to always answering the train split's most frequent value: read a fine-tune's accuracy against the "
+             "limit, not against 100 %.", "",
+             "| label | perfect image reader (limit) | majority baseline |", "|---|---:|---:|"]
+    for label in ("category3", "category2", "colour", "material", "pattern"):
+        lines.append(f"| {label} accuracy | {pct(limits.get(f'{label}_accuracy'))} | {pct(majority.get(label))} |")
+    lines.append(f"| price MAPE (`full_price`) | {pct(limits.get('price_mape'))} | "
+                 f"{pct(limits.get('price_mape_global_median'))} (global median) |")
+    lines += ["", f"The price limit reads the trim too (hardware, stitching and detail are drawn by price tier); "
+              f"without the trim it is {pct(limits.get('price_mape_without_trim'))}. The median price of the true "
+              f"category3 scores {pct(limits.get('price_mape_category3_median'))}."]
+    alike = []
+    for label, pairs in (limits.get("confusable") or {}).items():
+        if pairs and label != "silhouette":
+            alike.append(f"{md_text(label)}: " + ", ".join(" ~ ".join(md_text(v) for v in pair) for pair in pairs))
+    if alike:
+        lines += ["", "Drawn alike (a reader may still tell some apart by another attribute): " + "; ".join(alike) + "."]
+    lines += ["", "Computed by `generator.limits` from the taxonomy and the renderer's own tables; the numbers are "
+              "in `limits.json`."]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     gen-samples --rows 3040 --seed 0 --out out/catalogue [--num-proc 2] [--push [REPO_ID] [--private]]
     gen-samples --rows 1000000 --shard 3/16 --out /shared/run        # one machine of a fleet
     gen-samples push out/catalogue --repo user/name [--private]       # push a run written earlier
+    gen-samples push out/catalogue --repo user/name --force           # even an incomplete / failed one
 
 Bad input is one line on stderr starting with ``gen-samples: error:`` and exit code 2, with nothing
 written.
@@ -13,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from generator.cli_parser import OneLineParser, fail
+from generator.cli_parser import OneLineParser, fail, path_arg
 
 PROG = "gen-samples"
 
@@ -82,18 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "shards with a dataset card. `gen-samples push DIR --repo ID` pushes a run written earlier.")
     p.add_argument("--rows", type=_positive_int("--rows"), default=d.rows, help=f"rows in all (default {d.rows})")
     p.add_argument("--seed", type=_non_negative_int("--seed"), default=d.seed, help="same seed, same bytes")
-    p.add_argument("--out", default=None, help="output folder (default out/<taxonomy>-<rows>rows-seed<seed>)")
+    p.add_argument("--out", type=path_arg("--out"), default=None, help="output folder (default out/<taxonomy>-<rows>rows-seed<seed>)")
     p.add_argument("--image-size", type=_positive_int("--image-size"), default=d.image_size,
                    help=f"square image side in pixels (default {d.image_size})")
     p.add_argument("--test-fraction", type=_fraction, default=d.test_fraction,
                    help=f"share of rows in the test split (default {d.test_fraction})")
-    p.add_argument("--taxonomy", default=d.taxonomy, metavar="NAME_OR_PATH",
+    p.add_argument("--taxonomy", type=path_arg("--taxonomy"), default=d.taxonomy, metavar="NAME_OR_PATH",
                    help="built-in taxonomy name or path to a .toml file (default burberry_us)")
     p.add_argument("--rows-per-shard", type=_positive_int("--rows-per-shard"), default=d.rows_per_shard,
                    help=argparse.SUPPRESS)
     p.add_argument("--jpeg-quality", type=_positive_int("--jpeg-quality"), default=d.jpeg_quality,
                    help=argparse.SUPPRESS)
-    p.add_argument("--source", default=None, metavar="PATH_OR_HUB_ID",
+    p.add_argument("--source", type=path_arg("--source"), default=None, metavar="PATH_OR_HUB_ID",
                    help="augment this real catalogue (CSV/parquet table, folder, saved dataset or Hub id) "
                         "instead of synthesising rows")
     p.add_argument("--privacy", choices=("strict", "standard", "off"), default=d.privacy,
@@ -106,17 +107,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new run is complete")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out (complete shards are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    p.add_argument("--push", nargs="?", const="", default=None, metavar="REPO_ID",
+    p.add_argument("--push", nargs="?", const="", default=None, metavar="REPO_ID", type=_repo_id("--push"),
                    help="push to the Hugging Face Hub after writing (default repo: <user>/<brand>-<country>-<rows>-rows)")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     return p
 
 
+def _repo_id(flag: str):
+    """argparse type: a repo id checked before any work, so a token pasted as one is refused, unechoed."""
+    def parse(text: str) -> str:
+        from generator import hub
+
+        if text:  # "" means the default repo, as leaving the option out does
+            try:
+                hub.check_repo_id(text, flag=flag)
+            except hub.LocalRunError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None  # its own message: argparse's would echo text
+        return text
+    return parse
+
+
 def build_push_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=f"{PROG} push", error_prog=PROG, description="Push a run written by gen-samples to the Hugging Face Hub.")
-    p.add_argument("dir", help="the folder gen-samples wrote")
-    p.add_argument("--repo", default=None, help="REPO_ID, e.g. user/name (default <user>/<brand>-<country>-<rows>-rows)")
+    p.add_argument("dir", type=path_arg("dir"), help="the folder gen-samples wrote")
+    p.add_argument("--repo", type=_repo_id("--repo"), default=None,
+                   help="REPO_ID, e.g. user/name (default <user>/<brand>-<country>-<rows>-rows)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--force", action="store_true",
+                   help="push a run that is incomplete or failed its privacy check anyway (refused otherwise); "
+                        "a warning is printed and put at the top of its card")
     return p
 
 
@@ -124,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["push"]:
         args = build_push_parser().parse_args(argv[1:])
-        return _push(args.dir, args.repo or None, args.private)
+        return _push(args.dir, args.repo or None, args.private, force=args.force)
     args = build_parser().parse_args(argv)
     return _generate(args)
 
@@ -160,8 +179,9 @@ def _generate(args: argparse.Namespace) -> int:
             console.print("When every machine is done, run the same command without --shard and with --resume "
                           "in the gathered folder to write the card.", soft_wrap=True, highlight=False)
     if not report.privacy_passed:
-        _fail(f"the privacy check failed: see {report.out}/privacy_report.json; use --privacy strict or a larger "
-              "source, and do not share this dataset as it is", code=1)
+        from generator.privacy import failure_message  # what failed, its numbers, what would pass
+
+        _fail(failure_message(report.out), code=1)
     if args.push is not None:
         if not report.complete:
             _fail("--push needs a complete run; push once every shard is written")
@@ -169,11 +189,14 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _push(local_dir: str, repo_id: str | None, private: bool) -> int:
+def _push(local_dir: str, repo_id: str | None, private: bool, force: bool = False) -> int:
     from generator import hub  # lazy: the Hub client is only needed to push
 
     try:
-        hub.push_dataset(local_dir, repo_id, private=private)
+        # force only when asked: callers of the three-argument push_dataset (and test doubles) keep working.
+        hub.push_dataset(local_dir, repo_id, private=private, **({"force": True} if force else {}))
+    except hub.LocalRunError as err:
+        _fail(str(err))  # bad input (an incomplete or failed run, a token as repo id): exit 2, nothing sent
     except hub.PushError as err:
         # One line: what went wrong, then where the data still is.
         print(f"{PROG}: error: {' '.join(str(err).split())} (local copy kept at {local_dir})", file=sys.stderr)

@@ -7,6 +7,10 @@ The local run is the source of truth: we only read it. The push is two commits:
 2. one commit with our card (its YAML merged with the one ``datasets`` wrote), the contact sheet and
    the privacy / fidelity reports.
 
+Only a complete run that passed its checks is pushed: its card, a privacy report saying
+``"passed": true`` and every shard file its manifest plans. ``force=True`` (``--force``) pushes any other
+anyway, with a warning printed and at the top of the card on the Hub.
+
 Running the same push again after a failure finishes the job: ``push_to_hub`` rewrites identical
 shards (the Hub already has their bytes, so nothing is re-uploaded), deletes stale ones under
 ``data/`` and the second commit is repeated. Every failure becomes a one-line ``PushError`` that says
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import os
 import re
 import socket
@@ -36,7 +41,8 @@ T = TypeVar("T")
 
 # Files of a local run that go up with the card, besides the shards.
 CARD_FILENAME = "README.md"
-ASSET_FILENAMES = ("contact_sheet.png", "privacy_report.json", "fidelity_report.json")
+PRIVACY_FILENAME = "privacy_report.json"  # as generator.quality writes it (not imported: it pulls in numpy, PIL)
+ASSET_FILENAMES = ("contact_sheet.png", PRIVACY_FILENAME, "fidelity_report.json", "limits.json")
 # Keys of the card's YAML that describe the shards on the Hub: datasets writes them, we keep its version.
 DATASETS_OWNED_KEYS = ("configs", "dataset_info")
 # Statuses worth waiting for: rate limiting and a busy or restarting Hub.
@@ -45,13 +51,20 @@ CONFLICT_STATUSES = (409, 412)
 SPLIT_ORDER = ("train", "validation", "test")  # how splits are listed on the Hub; others follow by name
 _SHARD_RE = re.compile(r"^(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 _LOGIN_HINT = "run `hf auth login` (formerly `huggingface-cli login`) or set HF_TOKEN"
+# Something shaped like a Hugging Face token (``hf_`` + ~34 letters and digits). 30+ catches every real
+# one while no sensible repo or folder name matches; used to refuse and to redact, never to authenticate.
+_TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}")
+# First line of the warning a forced push puts at the top of the card; finding it keeps a re-push from
+# adding a second one.
+FORCED_WARNING_TITLE = "> **Warning: this dataset failed gen-samples' checks and was pushed anyway with `--force`.**"
 
 
 class PushError(Exception):
     """A push that failed: one line saying what failed and what to do. Never contains the token."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        # Token-shaped text is redacted too: a token pasted as the folder or repo name is never echoed.
+        super().__init__(_TOKEN_LIKE.sub("hf_***", " ".join(str(message).split())))
 
 
 class LocalRunError(PushError):
@@ -92,20 +105,36 @@ def push_dataset(
     max_shard_size: str | int = "500MB",
     num_proc: int | None = None,
     console=None,
+    force: bool = False,
 ) -> str:
     """Push the run in ``local_dir`` to the dataset repo ``repo_id`` and return the dataset's URL.
 
     ``repo_id`` defaults to ``<your user>/<brand>-<country>-<rows>-rows``; a bare name goes under your
     user. ``private`` only applies when the repo is created. The token comes from ``token``, else
     ``HF_TOKEN``, else the saved login; the endpoint from ``HF_ENDPOINT``.
+
+    A folder that is not a complete run that passed its checks is refused (``LocalRunError``, nothing
+    sent) unless ``force``: then it is pushed with a warning printed and at the top of its card.
     """
     console = console if console is not None else _default_console()
     local = Path(local_dir)
-    splits = _local_splits(local)
     if repo_id is not None:
-        _check_repo_id(repo_id)
+        check_repo_id(repo_id)  # first: a token pasted as the repo id is refused whatever else is wrong
+    splits = _local_splits(local)
+    problems = _run_problems(local, splits)
     token = _resolve_token(token)
-    card, assets = _read_card_and_assets(local, token)
+    card, assets = _read_card_and_assets(local, token)  # a token in them is refused first, --force or not
+    if problems and not force:
+        raise LocalRunError(
+            f"{local} is not a complete run that passed its checks: {'; '.join(problems)}. Finish it with "
+            "`gen-samples --resume` or generate it again, or pass --force to push it anyway with a warning in its card"
+        )
+    warning = _forced_warning(problems) if problems else None
+    if problems:
+        from rich.markup import escape
+
+        _say(console, f"[yellow]warning:[/] pushing {escape(str(local))} with --force although "
+                      f"{escape('; '.join(problems))}; its card on the Hub will say so")
     policy = RetryPolicy.from_env()
     endpoint = _endpoint()
     api = _api(endpoint, token)
@@ -134,7 +163,7 @@ def push_dataset(
         _retrying(push_shards, policy, console, where.step, conflict_retries=1)
         where.step = "uploading the dataset card"
         commit_card = lambda: _commit_card_and_assets(  # noqa: E731
-            api, repo_id, card, assets, token, Path(scratch) / "hub-cache", console
+            api, repo_id, card, assets, token, Path(scratch) / "hub-cache", console, warning
         )
         _retrying(commit_card, policy, console, where.step)
         if private and not api.repo_info(repo_id, repo_type="dataset").private:
@@ -189,9 +218,13 @@ def _read_card_and_assets(local: Path, token: str) -> tuple[str, dict[str, bytes
 
 
 def _commit_card_and_assets(
-    api, repo_id: str, ours: str, assets: dict[str, bytes], token: str, cache_dir: Path, console
+    api, repo_id: str, ours: str, assets: dict[str, bytes], token: str, cache_dir: Path, console,
+    warning: str | None = None,
 ) -> None:
     """One commit: our card merged with datasets' YAML, plus the contact sheet and the reports.
+
+    ``warning`` (a forced push) goes at the top of the card's text, after the merge: a run with no card
+    of its own gets it on the card ``datasets`` wrote.
 
     The commit names the head it was built from, so a concurrent change to the card makes it fail
     (412) instead of silently dropping that change; we then rebuild on the new head once.
@@ -206,6 +239,8 @@ def _commit_card_and_assets(
         )
         hub_card = Path(hub_card_path).read_text(encoding="utf-8")
         card = merge_card(ours, hub_card) if ours else hub_card
+        if warning:
+            card = _with_warning(card, warning)
         operations = [CommitOperationAdd(CARD_FILENAME, card.encode())]
         operations += [CommitOperationAdd(name, content) for name, content in assets.items()]
         try:
@@ -301,20 +336,115 @@ def _local_splits(local: Path) -> dict[str, list[Path]]:
     return dict(sorted(splits.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
+def _run_problems(local: Path, splits: dict[str, list[Path]]) -> list[str]:
+    """Why ``local`` is not a complete run that passed its checks (empty when it is).
+
+    Each reason is worded for the card of a forced push too, so it names files relative to the run,
+    never a local path.
+    """
+    problems = []
+    if not (local / CARD_FILENAME).is_file():
+        problems.append(f"no dataset card ({CARD_FILENAME}): the run did not finish")
+    report = _read_json(local / PRIVACY_FILENAME)
+    if report is _MISSING:
+        problems.append(f"no privacy report ({PRIVACY_FILENAME})")
+    elif not isinstance(report, dict):
+        problems.append(f"its privacy report ({PRIVACY_FILENAME}) is unreadable")
+    elif report.get("passed") is not True:  # only a real JSON true: "false", 1 or null are not a pass
+        problems.append(f'its privacy check did not pass ({PRIVACY_FILENAME} does not say "passed": true)')
+    return problems + _manifest_problems(local, splits)
+
+
+def _manifest_problems(local: Path, splits: dict[str, list[Path]]) -> list[str]:
+    """Splits and shard files the run's manifest plans but ``data/`` lacks (a fleet machine's folder, a
+    shard deleted), splits it does not plan, and shard files that do not match their record."""
+    from generator.writer import MANIFEST_DIR, RUN_FILE, SPLITS, SplitPlan
+
+    where = f"{MANIFEST_DIR}/{RUN_FILE}"
+    params = _read_json(local / MANIFEST_DIR / RUN_FILE)
+    if params is _MISSING:
+        # Not laid out by gen-samples' writer (assembled by hand): the shard names _local_splits checked
+        # are all there is to go by.
+        return []
+    numbers = [params.get(key) for key in ("rows", "test_rows", "rows_per_shard")] if isinstance(params, dict) else []
+    if not (len(numbers) == 3 and all(type(n) is int for n in numbers)
+            and 0 <= numbers[1] < numbers[0] and numbers[2] >= 1):
+        return [f"its manifest ({where}) is unreadable"]
+    plan = SplitPlan(num_rows=numbers[0], test_rows=numbers[1], rows_per_shard=numbers[2], seed=0)
+    # Shard counts by arithmetic, not plan.shards: a hostile manifest could plan billions of names.
+    planned = {s: -(-plan.split_rows(s) // plan.rows_per_shard) for s in SPLITS if plan.split_rows(s)}
+    problems = []
+    for split, count in planned.items():
+        files = splits.get(split, [])
+        # _local_splits made sure a split's files are all N of one N: N must be the planned count.
+        if len(files) != count:
+            problems.append(f"the {split} split is not all written ({len(files)} of {count} shard files)")
+    problems += [f"data/ holds shard files of a split its manifest does not plan ({split})"
+                 for split in splits if split not in planned]
+    unmatched = 0
+    for path in (p for files in splits.values() for p in files):
+        record = _read_json(local / MANIFEST_DIR / f"{path.name}.json")
+        if not isinstance(record, dict) or record.get("bytes") != path.stat().st_size:
+            unmatched += 1  # the writer records a shard right after writing it: no record, not finished
+    if unmatched:
+        problems.append(f"{unmatched} shard files do not match their manifest records")
+    return problems
+
+
+_MISSING = object()  # _read_json of a file that is not there
+
+
+def _read_json(path: Path):
+    """The JSON in ``path``, ``_MISSING`` if there is no such file, None if it cannot be read or parsed."""
+    if not path.is_file():
+        return _MISSING
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested deep
+        return None
+
+
+def _forced_warning(problems: list[str]) -> str:
+    return (f"{FORCED_WARNING_TITLE}\n> It is not a complete run that passed its checks: {'; '.join(problems)}. "
+            "Do not use or share it as a checked dataset.\n")
+
+
+def _with_warning(card: str, warning: str) -> str:
+    """``card`` with ``warning`` first in its markdown text (after the YAML header), at most once."""
+    if FORCED_WARNING_TITLE in card:
+        return card
+    header = re.match(r"---\n.*?\n---\n", card, flags=re.S)
+    cut = header.end() if header else 0
+    body = card[cut:].lstrip("\n")
+    return f"{card[:cut]}\n{warning}\n{body}"
+
+
 def _count_rows(files: list[Path]) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str, flag: str | None = None) -> None:
+    """Refuse (``LocalRunError``) a repo id the Hub would not take, or one that looks like a token.
+
+    ``flag`` names the option in the message (the CLI checks ``--repo`` / ``--push`` before any work).
+    A token-shaped id is never used (it would create a public repo named after the token) nor echoed.
+    """
+    if _TOKEN_LIKE.search(repo_id):
+        raise LocalRunError(
+            f"{flag or 'the repo id'} looks like a Hugging Face token (hf_ and 30 or more letters and digits), so "
+            "it was not used: name the repo, e.g. <user>/<name>, and give the token through HF_TOKEN or "
+            "`hf auth login`; revoke it at https://huggingface.co/settings/tokens if others may have seen it"
+        )
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(repo_id if "/" in repo_id else f"user/{repo_id}")
     except HFValidationError:
         raise LocalRunError(
-            f"{repo_id!r} is not a valid repo id: use <user or org>/<name> with letters, digits, '-', '_' or '.'"
+            f"{flag + ' ' if flag else ''}{repo_id!r} is not a valid repo id: use <user or org>/<name> with "
+            "letters, digits, '-', '_' or '.'"
         ) from None
 
 
@@ -348,10 +478,11 @@ def _endpoint() -> str:
 
 
 def _resolve_token(token: str | None) -> str:
-    if token:
-        return token
-    if os.environ.get("HF_TOKEN"):
-        return os.environ["HF_TOKEN"]
+    # Stripped, as huggingface_hub reads HF_TOKEN: a blank one (HF_TOKEN=" ") is no token, not a " " to
+    # look for in the card, and a pasted trailing newline is not part of the token.
+    for given in (token, os.environ.get("HF_TOKEN")):
+        if given and given.strip():
+            return given.strip()
     from huggingface_hub import get_token
 
     saved = get_token()

@@ -26,6 +26,12 @@ What is measured, against the source (all of it: kept rows and rows the reader s
 
 Works without a source too (purely synthetic data): PII and near-duplicate checks only.
 
+The baseline needs at least two source rows (one row has no neighbour), so a checked level refuses a
+smaller source up front. When a row cannot be made private, or a finished set fails its report, the
+message gives the numbers and what would pass: a source with more rows, fewer rows, or ``--privacy off``
+at the user's own risk. It never sends the user from one level to the other: at small source sizes
+both levels fail for the same reason (too few source rows), so that advice would only go round in a circle.
+
 The perceptual hash is implemented here (numpy + PIL, ~40 lines) rather than taken from ``imagehash``,
 which would pull scipy and PyWavelets (about 40 MB) for one DCT.
 """
@@ -278,6 +284,10 @@ def _identifier_hits(row: Mapping[str, Any], identifiers: frozenset[str]) -> lis
 # The guard
 
 
+MIN_SOURCE_ROWS = 2  # the baseline is each source row's distance to its closest *other* source row
+OFF_ADVICE = "--privacy off at your own risk (nothing is checked; do not share the result)"
+
+
 class PrivacyGuard:
     """Per-row privacy checks against a source catalogue (or none, for purely synthetic data)."""
 
@@ -288,6 +298,14 @@ class PrivacyGuard:
         self.level = level
         self.thresholds = thresholds or THRESHOLDS[level]
         self.source = source
+        if source is not None and self.thresholds.check_rows and len(source.rows) < MIN_SOURCE_ROWS:
+            # One row gives a degenerate baseline (metadata 1.0, images 64 bits): no row could pass, or
+            # every row would, depending on the measure. Say so instead of measuring nonsense.
+            raise PrivacyError(
+                f"{source.origin} has {len(source.rows)} usable row{'s' if len(source.rows) != 1 else ''}, and "
+                f"the {level} privacy check needs at least {MIN_SOURCE_ROWS}: it compares how close generated "
+                "rows come to the source with how close the source's rows are to each other, which one row "
+                f"cannot show; add source rows, or use {OFF_ADVICE}")
         self.vocab = _Vocab()
         if source is None:
             self.identifiers: frozenset[str] = frozenset()
@@ -367,6 +385,22 @@ class PrivacyGuard:
                 return IMAGE_DCR
         return None
 
+    def explain(self, row: Mapping[str, Any], reason: str) -> str:
+        """The numbers behind ``check(row) == reason``, for a message (computed again: failures are rare)."""
+        if reason == IMAGE_DCR and (image := _image_bytes(row)) is not None and len(self.hashes):
+            h, m = phash_pair(image)
+            dcr, closest = self.image_dcr(np.array([h], dtype=np.uint64), np.array([m], dtype=np.uint64),
+                                          with_closest=True)
+            median = _num(self.baseline["image_dcr_bits"], "median")
+            return (f"{int(dcr[0])} bits from a source image, which needs {self.image_limit[closest[0]]:g} "
+                    f"(the source's own nearest-neighbour distances: median {median})")
+        if reason == METADATA_DCR and self.meta is not None:
+            dcr, closest = self.metadata_dcr([row], with_closest=True)
+            median = _num(self.baseline["metadata_dcr"], "median")
+            return (f"metadata distance {dcr[0]:.3f} to a source row, which needs {self.meta_limit[closest[0]]:.3f} "
+                    f"(the source's own median {median})")
+        return reason.replace("_", " ")
+
     def metadata_dcr(self, rows: list[Mapping[str, Any]], with_closest: bool = False):
         """Each row's Gower distance to its closest source record (and that record's index)."""
         gen = _meta_features(rows, self.vocab)
@@ -399,6 +433,17 @@ def _image_bytes(row: Mapping[str, Any]) -> bytes | None:
     return bytes(image) if isinstance(image, (bytes, bytearray)) and image else None
 
 
+def _num(stats: Mapping[str, Any], key: str) -> str:
+    value = stats.get(key)
+    return "n/a" if value is None else f"{value:g}"
+
+
+def _reuse(source_rows: int, rows: int) -> str:
+    """The numbers behind small-source advice: '12 usable source rows for 200 rows, each reused about 17 times'."""
+    times = f", each reused about {rows / source_rows:.0f} times" if source_rows and rows > source_rows else ""
+    return f"{source_rows} usable source row{'s' if source_rows != 1 else ''} for {rows} rows{times}"
+
+
 def _stats(values: np.ndarray) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -424,6 +469,7 @@ class GuardedSource:
     def __init__(self, source: Callable[..., dict], guard: PrivacyGuard, max_attempts: int = 8):
         self.source, self.guard, self.max_attempts = source, guard, max_attempts
         self.rejections: Counter = Counter()
+        self.passed = 0  # rows this process got through: whether fewer --rows could pass, when one fails
 
     def __len__(self) -> int:
         return len(self.source)
@@ -439,11 +485,24 @@ class GuardedSource:
             reason = self.guard.check(row)
             if reason is None:
                 self.rejections.update(reasons)
+                self.passed += 1
                 return row, reasons
             reasons.append(reason)
-        raise PrivacyError(f"row {index}: {self.max_attempts} attempts all failed the {self.guard.level} privacy "
-                           f"check ({Counter(reasons).most_common(1)[0][0]}); use --privacy standard or a "
-                           "larger source")
+        raise PrivacyError(self._gave_up(index, row, reason))
+
+    def _gave_up(self, index: int, row: dict, reason: str) -> str:
+        """One line: which check, its numbers, and what would pass (never the other level: see the module doc)."""
+        head = (f"row {index}: {self.max_attempts} attempts all failed the {self.guard.level} privacy check "
+                f"({reason}: the last was {self.guard.explain(row, reason)})")
+        if self.guard.source is None or reason not in (IMAGE_DCR, METADATA_DCR):
+            return f"{head}; fix what the rows are made from, or use {OFF_ADVICE}"
+        # Every row must pass, so fewer rows only help when failures are rare: say what this process saw.
+        fewer = (f"fewer --rows may also pass ({self.passed} row{'s' if self.passed != 1 else ''} passed here "
+                 "before this one failed)" if self.passed
+                 else "fewer --rows would not help (no row had passed yet)")
+        return (f"{head}; with {_reuse(len(self.guard.source.rows), len(self))}, variants of a source row could "
+                "not get that far. What would pass: a source with more rows (its rows then sit closer to each "
+                f"other, which lowers the bar), or {OFF_ADVICE}; {fewer}")
 
     def __call__(self, index: int) -> dict:
         return self.generate(index)[0]
@@ -471,10 +530,13 @@ def privacy_report(rows: Any, source: SourceCatalog | None, level: str = "strict
     files = _shard_files(rows) if isinstance(rows, (str, Path)) else None
     if files is not None and num_proc > 1 and len(files) > 1:
         import multiprocessing as mp
+        import signal
         from functools import partial
 
-        # fork: the guard (and the source's images in it) is inherited, not pickled per task.
-        with mp.get_context("fork").Pool(min(num_proc, len(files))) as pool:
+        # fork: the guard (and the source's images in it) is inherited, not pickled per task. Workers
+        # ignore Ctrl-C: the parent alone reports it (a worker would print a KeyboardInterrupt traceback).
+        with mp.get_context("fork").Pool(min(num_proc, len(files)), initializer=signal.signal,
+                                         initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             parts = pool.map(partial(_scan, guard=guard), [[f] for f in files])
     else:
         parts = [_scan(files if files is not None else rows, guard)]
@@ -502,7 +564,59 @@ def privacy_report(rows: Any, source: SourceCatalog | None, level: str = "strict
         report["metadata_dcr"] = _vs_baseline(meta_dcr, guard.baseline["metadata_dcr"])
         report["image_dcr_bits"] = _vs_baseline(img_dcr, guard.baseline["image_dcr_bits"])
     report["passed"] = _passed(report)
+    if not report["passed"]:
+        report["failure"] = _failure(report, len(source.rows) if source is not None else None)
     return report
+
+
+def _failure(report: Mapping[str, Any], source_rows: int | None) -> str:
+    """Why a report did not pass, with its numbers, and what would pass: one line for the terminal and JSON."""
+    found: list[str] = []
+    ids = report["identifiers"]["rows_with_source_identifier"]
+    if ids:
+        found.append(f"{ids} rows hold a source identifier")
+    kinds = set(report["thresholds"]["pii_kinds"]) | {"email", "phone"}
+    pii = {k: v for k, v in report["pii"]["by_kind"].items() if k in kinds and v}
+    if pii:
+        found.append("rows hold personal data (" + ", ".join(f"{k}: {v}" for k, v in sorted(pii.items())) + ")")
+    ex = report.get("exact_copies")
+    if ex and (ex["rows"] or ex["title_price_pairs"]):
+        found.append(f"{ex['rows']} rows copy a source row and {ex['title_price_pairs']} its (title, full price)")
+    close = []
+    for key, what, unit in (("metadata_dcr", "metadata", ""), ("image_dcr_bits", "image", " bits")):
+        d = report.get(key) or {}
+        g, b = d.get("generated", {}), d.get("source_baseline", {})
+        stats = ["p5"] + (["median"] if report["level"] == "strict" else [])
+        for stat in stats:
+            if d.get(f"{stat}_at_least_baseline") is False:
+                close.append(f"{what} distance to the source {stat} {g[stat]:g}{unit} "
+                             f"< the source's own {b[stat]:g}{unit}")
+    if close:
+        share = (report.get("image_dcr_bits") or {}).get("share_below_baseline_p5")
+        found.append("generated rows sit closer to the source than its rows sit to each other ("
+                     + "; ".join(close) + (f"; {share:.0%} of images below the source's p5" if share else "") + ")")
+    what = "; ".join(found) or "a check did not pass"
+    off = "" if report["level"] == "off" else f", or {OFF_ADVICE}"  # a report of an unguarded run: already off
+    if close and source_rows is not None and not (ids or pii or (ex and ex["rows"])):
+        # The share of close rows does not depend on how many rows are made, so fewer --rows would not help.
+        return (f"{what}; the baseline comes from {_reuse(source_rows, report['rows'])}. What would pass: a source "
+                f"with more rows (its rows then sit closer to each other, which lowers the bar){off}; fewer --rows "
+                "would not help, as the share of close rows does not depend on the row count")
+    return f"{what}; fix what the rows are made from (source or taxonomy){off.replace(', or ', ', or use ')}"
+
+
+def failure_message(run_dir: str | Path, filename: str = "privacy_report.json") -> str:
+    """The one-line error for a run whose privacy report did not pass (``gen-samples`` prints it)."""
+    import json
+
+    path = Path(run_dir) / filename
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        level, failure = report["level"], report.get("failure") or "a check did not pass"
+    except (OSError, ValueError, KeyError, TypeError):
+        level, failure = "", "the report could not be read"
+    return (f"the {level + ' ' if level else ''}privacy check failed: {failure}; see {path} and do not share "
+            "this dataset as it is")
 
 
 @dataclass
@@ -659,9 +773,12 @@ def iter_rows(rows: Any) -> Iterator[dict[str, Any]]:
 
 def render_privacy_section(report: Mapping[str, Any]) -> str:
     """Markdown body for the card, without a heading: ``extra_sections={"Privacy": render_privacy_section(r)}``."""
+    from generator.card import md_code  # the card owns markdown escaping
+
     lines: list[str] = []
     verdict = "passed" if report.get("passed") else "**did not pass**"
-    source = f"against `{report['source']}`" if report.get("source") else "(no source: synthetic data)"
+    source = (f"against {md_code(report['source'], table=False)}" if report.get("source")
+              else "(no source: synthetic data)")
     lines.append(f"Checked at level `{report['level']}` {source}: {verdict}, over {report['rows']} rows.")
     lines += ["", "| check | result |", "| --- | --- |"]
     if "exact_copies" in report:

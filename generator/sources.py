@@ -19,10 +19,19 @@ ever fetched.
 Real tables are messy. Every row is either kept (perhaps after a counted repair) or skipped with a
 reason; nothing here raises on a bad row. :class:`SourceError` (one line: what is wrong, what to do) is
 raised only when the source as a whole cannot be read.
+
+A source may also be hostile. Image paths are only followed inside the source's folder (or the
+``images_dir`` given explicitly): ``../..``, absolute paths and symlinks that lead out skip the row
+(``image_path_outside``), so no file elsewhere on the machine is ever read. Prices are parsed in the
+common locale formats (``1.990,00 €``, ``2 500,50``, ``$1,290.00``) and anything else (``0x10``) skips the
+row rather than being guessed; dates must be real calendar dates. A CSV whose quoting swallows lines
+is reported (record lines vs rows parsed). Catalogues carry only the source's *name* (``catalog.csv``,
+never ``/home/me/...``), as it ends up in cards and reports that are shared.
 """
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import math
@@ -46,6 +55,14 @@ JUNK_URL_MAX_LEN = 8
 MAX_IMAGE_PIXELS = 40_000_000
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MISSING_TEXT = {"", "nan", "none", "null", "n/a", "#n/a", "na", "-"}
+# A product price outside this range is a unit or parsing mistake (1e308 would turn into inf downstream).
+MIN_PRICE, MAX_PRICE = 0.01, 1e9
+# Skip reasons added for hostile or malformed input (the others are plain strings where they are used).
+IMAGE_OUTSIDE = "image_path_outside"
+BAD_PRICE = "unparsable_price"
+PRICE_RANGE = "price_out_of_range"
+BAD_DATE = "invalid_date"
+CSV_MERGED = "csv_broken_quoting"
 
 
 class SourceError(ValueError):
@@ -95,6 +112,10 @@ class SkipReport:
     skipped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)   # about a whole table: rows the CSV parser lost
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     def skip(self, reason: str, origin: str) -> None:
         self.skipped[reason] += 1
@@ -114,15 +135,19 @@ class SkipReport:
         return sum(self.skipped.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept, "rows_skipped": self.rows_skipped,
-                "skipped": dict(sorted(self.skipped.items())), "repaired": dict(sorted(self.repaired.items())),
-                "examples": {k: list(v) for k, v in sorted(self.examples.items())}}
+        out = {"rows_read": self.rows_read, "rows_kept": self.rows_kept, "rows_skipped": self.rows_skipped,
+               "skipped": dict(sorted(self.skipped.items())), "repaired": dict(sorted(self.repaired.items())),
+               "examples": {k: list(v) for k, v in sorted(self.examples.items())}}
+        if self.warnings:  # only when there are any: reports of clean sources keep their shape
+            out["warnings"] = list(self.warnings)
+        return out
 
     def summary(self) -> str:
         """A few lines for a terminal: read/kept counts, then one line per reason."""
         lines = [f"read {self.rows_read} rows, kept {self.rows_kept}, skipped {self.rows_skipped}"]
         lines += [f"  skipped {n:>4}  {reason}" for reason, n in sorted(self.skipped.items())]
         lines += [f"  fixed   {n:>4}  {note}" for note, n in sorted(self.repaired.items())]
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -202,19 +227,36 @@ def load_source(source: str | Path | Sequence[str | Path], config: SourceConfig 
     for one in paths:
         for table_name, records, base in _open(one, config):
             reader.read_table(table_name, records, base)
-    label = ", ".join(str(p) for p in paths)
+    label = ", ".join(str(p) for p in paths)  # the full path is fine on the user's own terminal
     if not reader.rows:
         raise SourceError(f"{label}: no usable rows ({reader.report.rows_read} read; "
-                          f"{_top_reasons(reader.report)}); check the columns and the images folder")
+                          f"{_top_reasons(reader.report)}); {_fix_hint(reader.report)}")
     reader.report.rows_kept = len(reader.rows)
-    return SourceCatalog(rows=tuple(reader.rows), report=reader.report, origin=label,
-                         dropped=tuple(reader.dropped))
+    # ... but the catalogue's origin goes into cards and reports that get shared: the name only.
+    return SourceCatalog(rows=tuple(reader.rows), report=reader.report,
+                         origin=", ".join(display_name(p) for p in paths), dropped=tuple(reader.dropped))
+
+
+def display_name(source: str | Path) -> str:
+    """What to call a source in shared output: a local file or folder by its name, a hub id as it is."""
+    path = Path(source).expanduser()
+    name = path.resolve().name if path.exists() else str(source)
+    # A file name may hold a newline or an escape sequence; shown escaped, it cannot forge report lines.
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in (name or str(source)))
 
 
 def _top_reasons(report: SkipReport) -> str:
     if not report.skipped:
         return "nothing skipped"
     return ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common(3))
+
+
+def _fix_hint(report: SkipReport) -> str:
+    top = report.skipped.most_common(1)[0][0] if report.skipped else ""
+    return {IMAGE_OUTSIDE: "image paths must point inside the source's folder: copy the images into it",
+            BAD_DATE: "write competence_date as YYYY-MM-DD",
+            BAD_PRICE: "write prices as plain numbers such as 1990.00",
+            }.get(top, "check the columns and the images folder")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,8 +306,46 @@ def _read_table_file(path: Path) -> Iterable[dict]:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
             text = path.read_text(encoding="latin-1")
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+        return _parse_csv(path, text)
     raise SourceError(f"{path}: unsupported file type {path.suffix!r}; give a .csv or .parquet table")
+
+
+class _CsvRecords(list):
+    """A CSV's records, and what parsing may have lost: an unbalanced quote silently joins the lines up
+    to the next quote into one cell, so a 30-line table reads as 3 rows unless lines are counted."""
+
+    record_lines: int = 0              # non-empty lines after the header: one per record in a sound CSV
+    merged: frozenset[int] = frozenset()   # indices of records holding other records' lines in a cell
+
+
+def _parse_csv(path: Path, text: str) -> _CsvRecords:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        records = _CsvRecords(reader)
+    except csv.Error as err:  # a cell over csv.field_size_limit(), a NUL byte, ...
+        line = reader.line_num + 1  # line_num counts the lines read before the one that failed
+        if "field larger than field limit" in str(err):
+            raise SourceError(f"{path}: line {line}: a cell is longer than {csv.field_size_limit():,} "
+                              "characters; no catalogue cell is that long, so the quoting is probably broken "
+                              "(an unbalanced quote joins the following lines into one cell): fix it or "
+                              "re-export the table") from None
+        raise SourceError(f"{path}: not a readable CSV file (line {line}: {_first_line(err)}); "
+                          "re-export the table") from None
+    # csv skips empty lines, so every other physical line after the header should be one record.
+    records.record_lines = max(0, sum(1 for line in re.split(r"\r\n|\r|\n", text) if line) - 1)
+    columns = len(reader.fieldnames or ())
+    records.merged = frozenset(i for i, r in enumerate(records) if _holds_records(r, columns))
+    return records
+
+
+def _holds_records(record: dict, columns: int) -> bool:
+    """A cell spanning lines that look like whole records: what an unbalanced quote leaves behind."""
+    need = max(2, (columns - 1) // 2)
+    for value in record.values():
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            if any(line.count(",") >= need for line in re.split(r"\r\n|\r|\n", value)[1:]):
+                return True
+    return False
 
 
 def _arrow_records(table: pa.Table) -> Iterator[dict]:
@@ -296,9 +376,9 @@ def _open_dataset(ref: str | Path, config: SourceConfig, from_disk: bool):
         missing = [n for n in names if n not in loaded]
         if missing:
             raise SourceError(f"{ref}: no split {missing[0]!r}; it has {', '.join(loaded)}")
-        splits = [(f"{ref}[{n}]", loaded[n]) for n in names]
+        splits = [(f"{display_name(ref)}[{n}]", loaded[n]) for n in names]
     else:
-        splits = [(str(ref), loaded)]
+        splits = [(display_name(ref), loaded)]
     for name, ds in splits:
         for column, feature in ds.features.items():
             # Raw bytes, not decoded PIL images: decoding is ours to do, row by row, without crashing.
@@ -332,20 +412,38 @@ class _Reader:
 
     def read_table(self, name: str, records: Iterable[dict], base: Path | None) -> None:
         images_dir = Path(self.config.images_dir) if self.config.images_dir else (base / "images" if base else None)
+        # Image files are read only from inside these folders (resolved: symlinks count where they lead).
+        roots = [p.resolve() for p in (base, Path(self.config.images_dir) if self.config.images_dir else None) if p]
+        merged = getattr(records, "merged", frozenset())
         checked = False
+        n = 0
         for i, raw in enumerate(records):
+            n += 1
             record = {str(k).strip().lower(): v for k, v in raw.items()}
             if not checked:
                 _check_columns(name, record)
                 checked = True
             self.report.rows_read += 1
-            self.read_row(record, f"{name} row {i + 1}", base, images_dir)
+            origin = f"{name} row {i + 1}"
+            if i in merged:  # its cells are shifted and hold other rows' text: nothing in it can be trusted
+                self._drop(CSV_MERGED, origin, self._metadata(record)[0])
+                continue
+            self.read_row(record, origin, base, images_dir, roots)
+        lines = getattr(records, "record_lines", n)
+        if lines != n:
+            first = f" (first at row {min(merged) + 1})" if merged else ""
+            self.report.warn(f"{name}: {lines} record lines but {n} rows parsed: {lines - n} lines were joined "
+                             f"into other rows{first}, usually by an unbalanced quote; fix the quoting so no row "
+                             "is lost")
 
-    def read_row(self, record: dict, origin: str, base: Path | None, images_dir: Path | None) -> None:
-        meta, notes = self._metadata(record)
+    def read_row(self, record: dict, origin: str, base: Path | None, images_dir: Path | None,
+                 roots: Sequence[Path] | None = None) -> None:
+        meta, notes, problem = self._metadata(record)
         code = meta["product_code"]
         if not meta["title"]:
             return self._drop("missing_title", origin, meta)
+        if problem:
+            return self._drop(problem, origin, meta)
         if meta["full_price"] is None:
             return self._drop("missing_price", origin, meta)
         if meta["full_price"] <= 0:
@@ -353,7 +451,9 @@ class _Reader:
         if code and code in self.seen_codes:
             # Real listings repeat a product under several categories; one copy is enough to learn from.
             return self._drop("duplicate_product_code", origin, meta)
-        image, problem = self._image(record, base, images_dir)
+        if roots is None:
+            roots = [base.resolve()] if base else []
+        image, problem = self._image(record, base, images_dir, roots)
         if image is None:
             return self._drop(problem, origin, meta)
         if code:
@@ -378,10 +478,29 @@ class _Reader:
         self.report.skip(reason, origin)
         self.dropped.append(SourceRow(**meta, image=b"", origin=origin))
 
-    def _metadata(self, r: dict) -> tuple[dict, list[str]]:
+    def _metadata(self, r: dict) -> tuple[dict, list[str], str | None]:
+        """(typed metadata, repairs made, the reason to skip the row or None)."""
         notes: list[str] = []
+        problem = None
         full_price = _number(r.get("full_price"))
         price = _number(r.get("price"))
+        for raw, value in ((r.get("full_price"), full_price), (r.get("price"), price)):
+            if value is None and not _blank(raw):
+                problem = problem or BAD_PRICE        # "0x10", "12 USD 50": skipped, never guessed
+            elif value is not None and (value > MAX_PRICE or 0 < value < MIN_PRICE):
+                problem = problem or PRICE_RANGE
+        eur = {}
+        for column in ("full_price_eur", "price_eur"):
+            value = _number(r.get(column))
+            if (value is None and not _blank(r.get(column))) or (value is not None and not 0 <= value <= MAX_PRICE):
+                notes.append("eur_price_unusable_dropped")  # optional column: the row stays, the value goes
+                value = None
+            eur[column] = value
+        date = _date(r.get("competence_date"))
+        if date is None:
+            problem = problem or BAD_DATE  # "99999", "2023-13-45": a row with a made-up date is not copied out
+        elif date != _text(r.get("competence_date")):
+            notes.append("competence_date_normalised")
         category3 = _text(r.get("category3_code"))
         if not category3:
             category3 = NA_CATEGORY
@@ -396,7 +515,7 @@ class _Reader:
         discount = _number(r.get("flg_discount"))
         meta = {
             "website_name": _text(r.get("website_name")),
-            "competence_date": _text(r.get("competence_date")),
+            "competence_date": date or "",
             "country_code": _text(r.get("country_code")),
             "currency_code": _text(r.get("currency_code")),
             "brand": _text(r.get("brand")),
@@ -409,22 +528,26 @@ class _Reader:
             "imageurl": imageurl,
             "full_price": full_price,
             "price": price,
-            "full_price_eur": _number(r.get("full_price_eur")),
-            "price_eur": _number(r.get("price_eur")),
+            "full_price_eur": eur["full_price_eur"],
+            "price_eur": eur["price_eur"],
             "flg_discount": int(discount) if discount is not None else int(
                 price is not None and full_price is not None and 0 < price < full_price),
         }
-        return meta, notes
+        return meta, notes, problem
 
     # -- images -------------------------------------------------------------------------------------
-    def _image(self, r: dict, base: Path | None, images_dir: Path | None) -> tuple[bytes | None, str]:
-        data, where = self._image_bytes(r, base, images_dir)
+    def _image(self, r: dict, base: Path | None, images_dir: Path | None,
+               roots: Sequence[Path]) -> tuple[bytes | None, str]:
+        data, where = self._image_bytes(r, base, images_dir, roots)
+        if isinstance(data, str):  # a file was found but not read: the reason
+            return None, data
         if data is None:
             return None, where
         return self._normalise(data)
 
-    def _image_bytes(self, r: dict, base: Path | None, images_dir: Path | None) -> tuple[bytes | None, str]:
-        """Raw bytes of the row's image, or (None, reason)."""
+    def _image_bytes(self, r: dict, base: Path | None, images_dir: Path | None,
+                     roots: Sequence[Path]) -> tuple[bytes | str | None, str]:
+        """(raw bytes, how found), or (a reason, _) / (None, reason). Files are read only inside ``roots``."""
         value = r.get("image")
         if isinstance(value, dict):
             if value.get("bytes"):
@@ -434,29 +557,41 @@ class _Reader:
             return bytes(value), "bytes"
         candidates = [text for text in (_text(v) for v in (value, r.get("local_image_path"), r.get("image_path"))
                                         if isinstance(v, str)) if text]
+        outside = False
         for text in candidates:
-            found = self._find_file(text, base, images_dir)
+            found, escaped = self._find_file(text, base, images_dir, roots)
+            outside |= escaped
             if found is not None:
-                return found.read_bytes(), "path"
+                return _read_inside(found, roots), "path"
         url = str(r.get("imageurl") or "").strip()
         if url and not is_junk_url(url):
             found = self._find_downloaded(url, images_dir)
             if found is not None:
-                return found.read_bytes(), "url"
+                return _read_inside(found, roots), "url"
+        if outside:
+            return None, IMAGE_OUTSIDE
         if candidates:
             return None, "image_file_missing"
         if url:
             return None, "junk_imageurl_no_image" if is_junk_url(url) else "image_not_downloaded"
         return None, "no_image"
 
-    def _find_file(self, text: str, base: Path | None, images_dir: Path | None) -> Path | None:
-        path = Path(text).expanduser()
+    def _find_file(self, text: str, base: Path | None, images_dir: Path | None,
+                   roots: Sequence[Path]) -> tuple[Path | None, bool]:
+        """(the file inside ``roots`` that ``text`` names, or None; whether ``text`` pointed outside them)."""
+        path = Path(text)  # no expanduser: a table must not steer the reader into the user's home
+        outside = False
         for candidate in ([path] if path.is_absolute() else [p / path for p in (base, images_dir) if p]):
-            if candidate.is_file():
-                return candidate
+            if not _inside(candidate, roots):
+                outside = True  # never even stat a file out there: "does /etc/x exist?" is no business of a table
+            elif candidate.is_file():
+                return candidate, False
         # The recipe's CSV often carries absolute paths from the machine that made it (/content/images/..):
-        # fall back to the file's name in the local images folder.
-        return self._index(images_dir).get(path.name.lower()) if images_dir else None
+        # fall back to the file's name in the local images folder (inside the source, so safe to read).
+        found = self._index(images_dir).get(path.name.lower()) if images_dir else None
+        if found is not None and _inside(found, roots):
+            return found, False
+        return None, outside or found is not None
 
     def _find_downloaded(self, url: str, images_dir: Path | None) -> Path | None:
         if images_dir is None:
@@ -510,6 +645,26 @@ class _Reader:
         return out.getvalue(), mode
 
 
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether ``path``, ``..`` and symlinks resolved, lies in one of ``roots`` (themselves resolved)."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not a file we will read
+        return False
+    return any(real.is_relative_to(root) for root in roots)
+
+
+def _read_inside(path: Path, roots: Sequence[Path]) -> bytes | str:
+    """The file's bytes if it resolves inside ``roots`` (an images/ entry may be a symlink to anywhere),
+    else the skip reason."""
+    if not _inside(path, roots):
+        return IMAGE_OUTSIDE
+    try:
+        return path.read_bytes()
+    except OSError:  # unreadable (permissions, a folder named like an image): skip the row, do not crash
+        return "image_unreadable"
+
+
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Any PIL mode -> RGB; transparency goes onto white, as product shots are shown on white."""
     if img.mode == "P" and "transparency" in img.info:
@@ -542,18 +697,100 @@ def _text(value: Any) -> str:
     return "" if text.lower() in _MISSING_TEXT else text
 
 
+def _blank(value: Any) -> bool:
+    """An empty cell: None, NaN or one of the spreadsheet spellings of nothing ("", "n/a", "null", ...)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and value.strip().lower() in _MISSING_TEXT
+
+
+# Plain float syntax: what pandas and most exporters write (1990, 1990.5, 1.99e3).
+_PLAIN_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Groups of three digits joined by one grouping mark, then an optional decimal part written with a different
+# mark: 1,990.00 (en)  1.990,00 (de)  2 500,50 (fr)  1'990.50 (ch). The grouping mark must be consistent.
+_GROUPED = re.compile(r"(\d{1,3})((?:([,. '’])\d{3})(?:\3\d{3})*)(?:([.,])(\d+))?")
+_DECIMAL_COMMA = re.compile(r"(\d+),(\d+)")   # 1990,00 and 12,5
+
+
 def _number(value: Any) -> float | None:
+    """A price or flag cell as a finite float, or None when it is empty or not a number.
+
+    Strings may carry a currency symbol or code before or after (``$``, ``€``, ``EUR``, ``US$``) and use
+    the common locale formats above. ``1,990`` is read as 1990 (a grouping comma) and ``1.990`` as 1.99
+    (a decimal point, as float() reads it); anything else that is not clearly one number (``0x10``,
+    ``1.990.00``, ``12 USD 50``) gives None, so the row is skipped with a reason instead of mispriced.
+    """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         number = float(value)
     else:
-        text = re.sub(r"[^\d.\-eE]", "", str(value).replace(",", ""))
-        try:
-            number = float(text)
-        except ValueError:
+        text = unicodedata.normalize("NFKC", str(value)).strip()  # NFKC: no-break and thin spaces -> " "
+        if text.lower() in _MISSING_TEXT:
+            return None
+        number = _parse_number(text)
+        if number is None:
             return None
     return number if math.isfinite(number) else None
+
+
+def _parse_number(text: str) -> float | None:
+    start, end = 0, len(text)
+    while start < end and not (text[start].isdigit() or text[start] in "+-.,"):
+        start += 1
+    while end > start and not text[end - 1].isdigit():
+        end -= 1
+    if not all(_currency_affix(a) for a in (text[:start], text[end:])):
+        return None
+    core = text[start:end]
+    sign = -1.0 if core.startswith("-") else 1.0
+    core = core[1:].strip() if core[:1] in "+-" else core
+    if _PLAIN_NUMBER.fullmatch(core):
+        return sign * float(core)
+    m = _GROUPED.fullmatch(core)
+    if m and m.group(4) != m.group(3):
+        digits = m.group(1) + m.group(2).replace(m.group(3), "")
+        return sign * float(digits + (f".{m.group(5)}" if m.group(5) else ""))
+    m = _DECIMAL_COMMA.fullmatch(core)
+    if m:
+        return sign * float(f"{m.group(1)}.{m.group(2)}")
+    return None
+
+
+def _currency_affix(text: str) -> bool:
+    """Text around a number that can only be a currency: symbols, an ISO code or a short unit (US$, kr, Fr.)."""
+    letters = sum(ch.isalpha() for ch in text)
+    return letters in (0, 2, 3) and all(ch.isalpha() or ch.isspace() or ch == "." or unicodedata.category(ch) == "Sc"
+                                        for ch in text)
+
+
+_DATE_YMD = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})"
+                       r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
+_DATE_DMY = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")   # 17.11.2023: day first, never ambiguous
+
+
+def _date(value: Any) -> str | None:
+    """A snapshot date as ``YYYY-MM-DD``; "" for an empty cell; None when it is no real date (``99999``,
+    ``2023-13-45``, ``not a date``). Slashed day/month orders (11/12/2023) are ambiguous and not guessed."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        day = value
+    elif _blank(value):
+        return ""
+    else:
+        text = str(value).strip()
+        if m := _DATE_YMD.fullmatch(text):
+            parts = int(m.group(1)), int(m.group(3)), int(m.group(4))
+        elif m := _DATE_DMY.fullmatch(text):
+            parts = int(m.group(3)), int(m.group(2)), int(m.group(1))
+        else:
+            return None
+        try:
+            day = dt.date(*parts)
+        except ValueError:
+            return None
+    return day.isoformat() if 1900 <= day.year <= 2100 else None
 
 
 def _code(value: Any) -> str:

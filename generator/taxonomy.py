@@ -160,6 +160,10 @@ def load(name_or_path: str | Path, *, check_renderer: bool = True) -> Taxonomy:
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise TaxonomyError(f"{label}: not valid TOML ({err}); fix the syntax") from None
+    except RecursionError:  # tomllib parses nested arrays / inline tables recursively
+        raise TaxonomyError(f"{label}: values nested too deeply for a taxonomy (arrays or inline tables "
+                            "inside each other hundreds of levels down); a taxonomy needs at most a few levels: "
+                            "fix the file") from None
     names = _renderer_names() if check_renderer else None
     return _Parser(label, names).taxonomy(raw, default_name=path.stem, sha256=hashlib.sha256(data).hexdigest())
 
@@ -175,6 +179,11 @@ def _renderer_names() -> dict[str, tuple[str, ...]]:
 # Validation: every check names the key path and says what to write instead.
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+# Ranges that keep every price finite and meaningful: the *_eur columns are price x eur_per_unit, so
+# eur_per_unit = 1e308 would write inf. No currency is worth less than 1e-6 EUR or more than 1e6 EUR,
+# and no catalogue price point exceeds a billion units.
+EUR_PER_UNIT_RANGE = (1e-6, 1e6)
+MAX_PRICE_POINT = 1e9
 _MISSING = object()
 
 
@@ -296,16 +305,19 @@ class _Parser:
         return Brand(
             brand=self.text(t, "brand", w), website_name=self.text(t, "website_name", w),
             country_code=self.text(t, "country_code", w), currency_code=self.text(t, "currency_code", w),
-            eur_per_unit=self.number(t, "eur_per_unit", w), faker_locale=self.text(t, "faker_locale", w, "en_US"),
+            eur_per_unit=self.number(t, "eur_per_unit", w, low=EUR_PER_UNIT_RANGE[0], low_inclusive=True,
+                                     high=EUR_PER_UNIT_RANGE[1]),
+            faker_locale=self.text(t, "faker_locale", w, "en_US"),
             date_from=d0, date_to=d1, product_code_prefix=prefix, **urls)
 
     def prices(self, t: dict) -> PriceModel:
         points = self.get(t, "points", "prices")
         if (not isinstance(points, list) or len(points) < 2
-                or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0 for p in points)
+                or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= MAX_PRICE_POINT
+                           for p in points)
                 or any(b <= a for a, b in zip(points, points[1:]))):
-            raise self.fail("prices.points", "expected at least two positive prices in ascending order",
-                            "write it as [290, 350, 390, ...]")
+            raise self.fail("prices.points", f"expected at least two prices from above 0 to {MAX_PRICE_POINT:g}, "
+                            "in ascending order", "write it as [290, 350, 390, ...]")
         discounts = self.get(t, "discounts", "prices")
         if not isinstance(discounts, list) or not discounts:
             raise self.fail("prices.discounts", f"expected a list of fractions, got {discounts!r}", "e.g. [0.3, 0.4]")

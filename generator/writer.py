@@ -20,9 +20,13 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import signal
 import socket
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -212,11 +216,15 @@ def run_params(source: RowSource, plan: SplitPlan) -> dict[str, Any]:
 def read_run(out: Path) -> dict[str, Any] | None:
     path = out / MANIFEST_DIR / RUN_FILE
     try:
-        return json.loads(path.read_text())
+        params = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
-        raise WriteError(f"{path} is unreadable ({err}); delete {out} or pass --overwrite") from None
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: JSON nested thousands deep
+        raise WriteError(f"{path} is unreadable ({str(err)[:200]}); delete {out} or pass --overwrite") from None
+    if not isinstance(params, dict):  # `[]`, `1`, `"x"`: valid JSON, but no run of ours
+        raise WriteError(f"{path} is not a gen-samples manifest (it holds a JSON {type(params).__name__}); "
+                         f"delete {out} or pass --overwrite")
+    return params
 
 
 def verified_records(out: Path, plan: SplitPlan) -> dict[str, ShardRecord]:
@@ -234,8 +242,8 @@ def verified_records(out: Path, plan: SplitPlan) -> dict[str, ShardRecord]:
 def _read_record(out: Path, name: str) -> ShardRecord | None:
     try:
         return ShardRecord.from_json(json.loads((out / MANIFEST_DIR / f"{name}.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing or torn: the shard is simply redone
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None  # missing, torn or not a record: the shard is simply redone
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,32 +267,43 @@ def write_shards(
     """
     t0 = time.perf_counter()
     out = Path(out)
-    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST_DIR).mkdir(parents=True, exist_ok=True)
     params = json.loads(json.dumps(run_params(source, plan)))  # as it reads back from disk
-    existing = read_run(out)
-    if existing is None:
-        atomic_write_text(out / MANIFEST_DIR / RUN_FILE, json.dumps(params, indent=1, sort_keys=True))
-    elif existing != params:
+    existing = read_run(out)  # checked before creating anything: a refused run leaves no empty data/
+    if existing is not None and existing != params:
         raise WriteError(f"{out} holds a different run ({_diff(existing, params)}); "
                          "use another --out, or --overwrite to replace it")
+    (out / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_DIR).mkdir(parents=True, exist_ok=True)
+    if existing is None:
+        atomic_write_text(out / MANIFEST_DIR / RUN_FILE, json.dumps(params, indent=1, sort_keys=True))
 
     mine = [s for k, s in enumerate(plan.shards) if shard is None or k % shard[1] == shard[0]]
     records = verified_records(out, plan)
     todo = [s for s in mine if s.name not in records]
     skipped = [s.name for s in mine if s.name in records]
-    for spec in todo:  # leftovers of an interrupted attempt at our own shards
-        for stale in (out / DATA_DIR).glob(f".{spec.name}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    _remove_partial(out, todo)  # leftovers of an interrupted attempt at our own shards
     if on_start:
         on_start(sum(s.rows for s in mine), sum(s.rows for s in mine if s.name in records))
 
     written = []
-    for rec in _run_jobs(source, out, plan, todo, num_proc, progress):
-        records[rec.name] = rec
-        written.append(rec.name)
+    try:
+        for rec in _run_jobs(source, out, plan, todo, num_proc, progress):
+            records[rec.name] = rec
+            written.append(rec.name)
+    except BaseException:
+        # Workers stopped by the pool's terminate() cannot remove their temporary shard; they are
+        # dead by now (the pool joins them), so no new one can appear after this.
+        _remove_partial(out, todo)
+        raise
     return WriteResult(out=out, plan=plan, records=records, written=sorted(written), skipped=skipped,
                        seconds=time.perf_counter() - t0)
+
+
+def _remove_partial(out: Path, todo: list[ShardSpec]) -> None:
+    """Temporary files of the shards in ``todo`` (this call's, never another machine's shards)."""
+    for spec in todo:
+        for stale in (out / DATA_DIR).glob(f".{spec.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
 
 
 def _run_jobs(source, out, plan, todo, num_proc, progress):
@@ -319,7 +338,9 @@ def _run_jobs(source, out, plan, todo, num_proc, progress):
 
     workers = min(num_proc, len(todo)) - 1
     jobs: list = []
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(source, ticks, claimed)) as pool:
+    with _sigint_ignored():  # the workers start with Ctrl-C ignored (exec keeps an ignored signal)
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source, ticks, claimed, os.getpid()))
+    with pool:
         jobs = [pool.apply_async(_worker_loop, (str(out), plan, todo)) for _ in range(workers)]
         while (spec := _claim(claimed, todo)) is not None:
             yield write_shard(source, out, plan, spec, mine)
@@ -339,11 +360,58 @@ def _claim(claimed, todo: list[ShardSpec]) -> ShardSpec | None:
     return todo[k]
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C while worker processes are started, so that they inherit "ignored" from birth.
+
+    Ctrl-C reaches every process of the terminal's foreground group: only the parent should react
+    (it stops the pool and prints one hint); a worker would print a KeyboardInterrupt traceback, even
+    while still importing, before its initializer could run. Python keeps an ignored SIGINT at startup.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; _init_worker still ignores it later
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 _WORKER: dict[str, Any] = {}
+PARENT_POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
-def _init_worker(source: RowSource, ticks, claimed) -> None:
+def _init_worker(source: RowSource, ticks, claimed, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent reports Ctrl-C and terminates us
+    ticks.cancel_join_thread()  # progress ticks nobody will read must not hold up a worker's exit
+    _die_with_parent(parent)
     _WORKER.update(source=source, ticks=ticks, claimed=claimed)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker as soon as its parent is gone, however it died (kill -9 included).
+
+    Nobody would collect its records any more, yet it would go on claiming and writing shards into a
+    folder a new ``--resume`` may be working in. On Linux the kernel kills us with the parent
+    (PR_SET_PDEATHSIG); polling covers other systems and a parent that died before that was set. A
+    temporary shard may stay behind; the next run of these shards removes it.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _worker_loop(out: str, plan: SplitPlan, todo: list[ShardSpec]) -> list[ShardRecord]:
@@ -417,15 +485,17 @@ def _sha256(path: Path) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a torn temporary file behind
+        raise
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:

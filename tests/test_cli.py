@@ -236,12 +236,12 @@ def test_source_run_reports_skips_and_writes_private_faithful_rows(tmp_path, cap
     assert json.loads((out / "fidelity_report.json").read_text())["overall_score"] > 0.8
 
 
-def test_synthetic_runs_get_a_privacy_report_unless_off(tmp_path, capsys):
+def test_synthetic_runs_get_a_privacy_report_even_with_the_guard_off(tmp_path, capsys):
     on, off = tmp_path / "on", tmp_path / "off"
     assert _run([*SMALL, "--out", str(on)], capsys)[0] == 0
     assert _run([*SMALL, "--out", str(off), "--privacy", "off"], capsys)[0] == 0
     assert (on / "privacy_report.json").is_file() and "## Privacy" in (on / "README.md").read_text()
-    assert not (off / "privacy_report.json").exists()
+    assert (off / "privacy_report.json").is_file()  # saying the guard was off (tests/test_hardening_run.py)
     # The guard reports; it does not change what synthetic rows are.
     assert (on / "data" / "train-00000-of-00001.parquet").read_bytes() == \
         (off / "data" / "train-00000-of-00001.parquet").read_bytes()
