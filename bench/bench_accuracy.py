@@ -64,6 +64,12 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
         "baseline_category2_accuracy": b["majority_category"]["category2_accuracy"],
         "baseline_price_mae": b["median_price"]["price_mae_all"],
         "baseline_category_median_price_mae": b["category_median_price"]["price_mae_all"],
+        # What a perfect reader of these images could score (the dataset's limits.json), and how much of it
+        # the run reached: the line the accuracy plot is read against.
+        "limit_category3_accuracy": result.metrics.get("limits", {}).get("category3_accuracy"),
+        "limit_category2_accuracy": result.metrics.get("limits", {}).get("category2_accuracy"),
+        "limit_price_mape": result.metrics.get("limits", {}).get("price_mape"),
+        "fraction_of_limit_category3": result.metrics.get("fraction_of_limit", {}).get("category3_accuracy"),
         "dataset_rows": scale.accuracy_rows, "image_size": 128, "batch_size": config.batch_size,
         "method": config.method, "lr": config.lr,
         "num_workers": _loader_workers(config), "max_new_tokens": config.max_new_tokens, "model": MODEL,

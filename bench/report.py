@@ -279,7 +279,7 @@ def generation_series(runs: list[Run]) -> list[Series]:
 
 
 def accuracy_series(runs: list[Run]) -> tuple[list[Series], list[tuple[str, float]]]:
-    """Category accuracy and parse rate against training seconds, and the majority baselines."""
+    """Category accuracy and parse rate against training seconds, the majority baselines and the data's limit."""
     out: dict[str, Series] = {}
     baselines: dict[str, float] = {}
     runs = _with_kind(runs, "accuracy")
@@ -297,6 +297,9 @@ def accuracy_series(runs: list[Run]) -> tuple[list[Series], list[tuple[str, floa
         base = _number(info.get("baseline_category3_accuracy"))
         if base is not None:
             baselines[_series_name("majority-category baseline (category3)", run, runs)] = base
+        limit = _number(info.get("limit_category3_accuracy"))
+        if limit is not None:
+            baselines[_series_name("data's limit: a perfect image reader (category3)", run, runs)] = limit
     return _sorted(out), sorted(baselines.items())
 
 

@@ -167,3 +167,19 @@ def test_missing_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "matplotlib is not installed" in err and err.count("\n") == 1
     assert _main(["--results", path, "--no-plots"])[0] == 0
+
+
+def test_accuracy_plot_carries_the_data_limit_line(tmp_path):
+    """The accuracy benchmark records the dataset's limit; the plot draws it beside the baseline."""
+    results = tmp_path / "results"
+    benches = cpu_benchmarks()
+    for b in benches:
+        if b["extra_info"].get("kind") == "accuracy":
+            b["extra_info"]["limit_category3_accuracy"] = 0.97
+    _write(results / "Linux-CPython-3.11-64bit", "0001_abc_cpu.json",
+           _run(CPU, "2025-01-02T10:00:00.000000+00:00", benches))
+    runs, _ = report.load_runs(results)
+    series, lines = report.accuracy_series(runs)
+    assert dict(lines)["data's limit: a perfect image reader (category3)"] == 0.97
+    assert dict(lines)["majority-category baseline (category3)"] == 0.1
+    assert any(s.name.startswith("category3 accuracy") for s in series)
