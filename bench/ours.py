@@ -2,10 +2,12 @@
 
 Everything comes from ``finetune``: the model (``build_builtin``), LoRA or full fine-tuning
 (``prepare_model``), the prompt and collation (``Collator``, ``make_loader`` with the run's
-workers and pinned memory, length-grouped batches), the answer-only loss (``compute_loss``) and the
-speed presets (``apply_speed``). One round is one iteration of the loop: the next batch from the
-loader, its copy to the device, forward + backward under bf16 autocast on CUDA, gradient clipping,
-the fused AdamW step, and (on CUDA) a synchronize.
+workers and pinned memory, length-grouped batches), the speed presets (``apply_speed``) and the step
+itself (``finetune.step.TrainStep``, the one ``train()`` takes, over the answer-only loss). One round
+is one iteration of the loop: the next batch from the loader, its copy to the device, forward +
+backward under bf16 autocast on CUDA, gradient clipping (as in a run: always measured, clipped when
+``max_grad_norm`` > 0), the fused AdamW step, and (on CUDA) a synchronize. No schedule: the learning
+rate stays at its peak.
 
 With ``SpeedConfig.cache_image_features`` the step serves a frozen tower's image features from the
 run's cache (finetune/feature_cache.py); ``fill_cache`` (default) runs the tower once over every
@@ -49,6 +51,9 @@ class LoopStep:
 
         from finetune.data import (Collator, LengthGroupedBatchSampler, answer_lengths, build_prompt,
                                    make_loader)
+        from finetune.loss import LossModule
+        from finetune.presets import SpeedConfig
+        from finetune.step import TrainStep
         from finetune.train import prepare_model
 
         self.device = torch.device(device)
@@ -76,9 +81,13 @@ class LoopStep:
             self.cache, self.cache_note = for_run(self.model, rows=len(splits["train"]), device=self.device,
                                                   kind=config.loss)
         self.model.train()
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr or loaded.default_lr,
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr or loaded.default_lr,
                                            weight_decay=config.weight_decay, fused=cuda)
+        # One micro-batch a step, one process: the step train() takes (finetune/step.py).
+        self.train_step = TrainStep(LossModule(self.model, config.loss, self.cache), self.optimizer,
+                                    device=self.device, bf16=self.bf16, max_grad_norm=config.max_grad_norm,
+                                    maskless=self.maskless, speed=speed or SpeedConfig())
         prompt = build_prompt(loaded, config.question)
         collator = Collator(loaded.processor, prompt, loaded.end_token, train=True,
                             pad_to_multiple_of=speed.pad_to_multiple_of if speed is not None else 1)
@@ -103,8 +112,8 @@ class LoopStep:
         optimizer step, so the weights stay as they start. Returns the rows cached."""
         import torch
 
-        from finetune.feature_cache import rows_of
-        from finetune.loss import llava_backbone, tower_features
+        from finetune.families.llava import llava_backbone
+        from finetune.loss import rows_of, tower_features
 
         backbone = llava_backbone(self.model)   # not None: the cache is on for Llava models only
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -127,29 +136,14 @@ class LoopStep:
         return {**out, "steps": self.steps_per_call, "width": one["width"], "loss": one["loss"].item()}
 
     def _step(self) -> dict[str, Any]:
-        import torch
-
-        from finetune.loss import compute_loss, with_host_indices
-        from finetune.speed import begin_step, drop_causal_mask
-
         batch = next(self.batches)
+        ids = batch["input_ids"]
         real_tokens = int(batch["attention_mask"].sum())
-        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                 for k, v in drop_causal_mask(with_host_indices(batch), self.maskless).items()}
-        if self.speed is not None:
-            begin_step(self.speed)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = compute_loss(self.model, batch, kind=self.config.loss, cache=self.cache).loss
-        loss.backward()
-        if self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        out = self.train_step([batch])
         self.steps_done += 1
         self.collector.step(self.steps_done)
-        ids = batch["input_ids"]
         return {"samples": ids.shape[0], "tokens": ids.numel(), "real_tokens": real_tokens,
-                "width": ids.shape[1], "loss": loss.detach()}
+                "width": ids.shape[1], "loss": out.loss}
 
     def close(self) -> None:
         self._gc.close()   # the automatic collector back as it was
@@ -157,6 +151,7 @@ class LoopStep:
         self.batches = None
         self.loader = None
         self.optimizer = None
+        self.train_step = None
         self.model = None
         self.cache = None   # its pinned host store
 

@@ -18,6 +18,8 @@ import types
 import torch
 from torch import nn
 
+from .families.llava import last_decoder_layer
+
 _POSITIONS = "_answer_positions"
 
 
@@ -28,17 +30,6 @@ def _answer_only_forward(self, hidden: torch.Tensor) -> torch.Tensor:
     flat = hidden.reshape(-1, hidden.shape[-1])
     out = type(self).forward(self, flat.index_select(0, positions))
     return flat.new_zeros(flat.shape).index_copy(0, positions, out).view(hidden.shape)
-
-
-def last_decoder_layer(model: nn.Module) -> nn.Module | None:
-    """A Llava-style model's last decoder layer, or ``None`` for other models."""
-    from .loss import llava_backbone
-
-    backbone = llava_backbone(model)
-    if backbone is None:
-        return None
-    layers = getattr(backbone.language_model, "layers", None)
-    return layers[-1] if layers else None
 
 
 def last_decoder_mlp(model: nn.Module) -> nn.Module | None:

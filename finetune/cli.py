@@ -16,9 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from generator.cli_parser import OneLineParser, fail
+from rich.console import Console
 
-from .speed import PRESETS
+from generator.cli_parser import OneLineParser, fail, path_arg
+
+from .config import FinetuneError, load_config
+from .presets import PRESETS
 
 PROG = "run-finetune"
 # The product's default catalogue, as `gen-samples` makes it with no flags: both tools share its folder.
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Fine-tune a vision-language model on a product catalogue and evaluate it against "
                             "baselines. Without --dataset, the default synthetic catalogue is generated "
                             f"({DEFAULT_ROWS} rows, reused when already there).")
-    p.add_argument("--config", metavar="FILE", help="settings from a .toml or .yaml file; flags override them")
+    p.add_argument("--config", type=path_arg("--config"), metavar="FILE", help="settings from a .toml or .yaml file; flags override them")
     p.add_argument("--dataset", metavar="DIR_OR_REPO", help="a gen-samples folder, a saved dataset or a Hub dataset id")
     p.add_argument("--model", help="tiny | phi3v-shape (built-in, random weights) | a local path | a cached Hub id")
     p.add_argument("--method", choices=("lora", "full"), help="LoRA adapters (default) or full fine-tuning")
@@ -97,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None = None):
     """The ``FinetuneConfig`` of a command line: the config file, then the flags on top."""
-    from .config import load_config
-
     overrides = vars(build_parser().parse_args(argv))
     path = overrides.pop("config", None)
     return load_config(path, **overrides)
@@ -106,7 +107,7 @@ def parse_config(argv: Sequence[str] | None = None):
 
 def default_dataset(console) -> str:
     """The default catalogue's folder, generated once; a second run reuses (or finishes) it."""
-    from generator.api import GenerateConfig, default_out, generate_to_dir
+    from generator.api import GenerateConfig, default_out, generate_to_dir  # deferred: see _run
 
     config = GenerateConfig(rows=DEFAULT_ROWS)
     out = default_out(config)
@@ -120,8 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Batches of varying width fragment the CUDA caching allocator: without expandable segments an
     # H200 LoRA run stalled up to 2.5 s on some eager steps (bench/results/gpu/h200_levers.jsonl).
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    from .config import FinetuneError
-
     try:
         config = parse_config(argv)
     except FinetuneError as err:
@@ -130,11 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config) -> int:
-    from rich.console import Console
-
+    # Deferred: the generator and the training stack (torch, transformers) take seconds to import, and
+    # --help or a bad flag needs neither.
     from generator.api import GenerateError
-
-    from .config import FinetuneError
 
     console = Console(stderr=True)
     try:
@@ -143,7 +140,7 @@ def _run(config) -> int:
                 raise FinetuneError("several processes would all generate the default catalogue at once: run "
                                     "gen-samples first and pass its folder with --dataset")
             config.dataset = default_dataset(console)
-        from .train import train
+        from .train import train  # deferred: torch
 
         result = train(config, console=console)
     except (FinetuneError, GenerateError) as err:
@@ -167,7 +164,7 @@ def _run(config) -> int:
 
 
 def _resume_hint(config) -> str:
-    from .train import latest_checkpoint
+    from .checkpoints import latest_checkpoint  # deferred: torch
 
     if config.dataset is None:
         return "the default catalogue was being generated: run the same command again to finish it"

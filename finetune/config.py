@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import os
 import tomllib
 import types
 import typing
@@ -11,14 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .errors import FinetuneError
+from .models import default_method
+from .presets import PRESETS
 
-class FinetuneError(Exception):
-    """A problem the user can fix (bad input, out of memory): the CLI prints it as one line."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
-
+__all__ = ["DEFAULT_QUESTION", "FinetuneConfig", "FinetuneError", "RunResult", "checked_types", "config_fields",
+           "load_config"]  # FinetuneError lives in finetune/errors.py; importing it from here keeps working
 
 DEFAULT_QUESTION = "What is shown in this image?"
 # A config holds a few dozen settings: a bigger file, or a YAML file whose aliases expand to more
@@ -85,11 +85,7 @@ class FinetuneConfig:
             setattr(self, name, value)
         problems = []
         if self.method is None:
-            from .models import default_method
-
             self.method = default_method(self.model)
-        from .speed import PRESETS
-
         if self.preset not in PRESETS:
             problems.append(f"--preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         else:
@@ -104,10 +100,10 @@ class FinetuneConfig:
             problems.append("--fsdp shards full fine-tuning only (--method full); LoRA runs under DDP")
         if self.loss not in ("answer", "plain"):
             problems.append(f"loss must be answer or plain, not {self.loss!r}")
-        for name in ("batch_size", "grad_accum", "lora_r", "max_new_tokens"):
+        for name in ("batch_size", "grad_accum", "lora_r", "max_new_tokens", "log_every"):  # log_every 0: step % 0
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
-        for name in ("max_steps", "eval_every", "save_every", "num_workers"):
+        for name in ("max_steps", "eval_every", "save_every", "num_workers", "tokenizer_vocab_size"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must not be negative")
         if self.epochs <= 0 and self.max_steps == 0:
@@ -118,6 +114,23 @@ class FinetuneConfig:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr is not None and self.lr <= 0:
             problems.append("--lr must be positive")
+        from .tokenizer import IMAGE
+
+        markers = [m for m in (IMAGE, "<image>") if m in self.question]  # Phi-3's and Llava's image markers
+        if markers:  # the processor found 2 image markers for 1 image, after the run folder was made
+            problems.append(f"question must not hold an image marker ({', '.join(markers)}): the prompt places "
+                            "the image itself")
+        if self.weight_decay < 0:  # AdamW refuses it, after the run folder was made
+            problems.append("weight_decay must not be negative")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range: 2**32 was a ValueError from np.random.seed
+            problems.append("--seed must be from 0 to 4294967295")
+        for name in ("dataset", "model", "out"):
+            problem = _unusable_path(getattr(self, name))
+            if problem:
+                problems.append(f"--{name} {problem}")
+        if not _is_utf8(self.out):  # a file name's undecodable bytes: the checkpoint writers take UTF-8 paths only
+            problems.append("--out is not UTF-8 text: rename it (the model files are written by libraries that "
+                            "take UTF-8 paths only)")
         if self.lora_dropout is not None and not 0 <= self.lora_dropout < 1:
             problems.append("--lora-dropout must be in [0, 1)")
         if not 0 <= self.warmup_ratio < 1:
@@ -132,12 +145,32 @@ class FinetuneConfig:
             return self.num_workers
         if not cuda:
             return 2
-        import os
-
         return max(1, min(6, (os.cpu_count() or 2) // processes - 1))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _unusable_path(value: str | None) -> str | None:
+    """Why the file system cannot even look ``value`` up (a name over 255 bytes, a NUL character), or None."""
+    if value is None:
+        return None
+    try:
+        os.lstat(value)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return f"is too long for the file system ({len(value):,} characters; a name holds at most 255 bytes)"
+    except ValueError:
+        return "holds a NUL character"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # undecodable bytes of a file name come to Python as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def config_fields() -> dict[str, dataclasses.Field]:
@@ -256,7 +289,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _load_yaml(text: str, name: str) -> Any:
     """``yaml.safe_load``, refusing a document whose aliases expand beyond ``MAX_CONFIG_VALUES`` values."""
-    import yaml  # only YAML configs need it (it comes with datasets, not as our own dependency)
+    import yaml  # optional: only YAML configs need it (it comes with datasets, not as our own dependency)
 
     loader = yaml.SafeLoader(text)
     try:

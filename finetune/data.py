@@ -19,7 +19,10 @@ import numpy as np
 
 from generator.schema import ANSWER_TEMPLATE, IMAGE_COLUMN, REQUIRED_FOR_FINETUNE
 
-from .config import FinetuneError
+from .errors import FinetuneError
+
+# datasets, PIL and torch are imported in the functions that use them: scoring (finetune/evaluate.py)
+# imports this module and runs without torch.
 
 IGNORE_INDEX = -100
 INDEX_KEY = "_index"      # dataset row index carried through a batch (for predictions)
@@ -106,7 +109,10 @@ def _load_any(source: str):
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return datasets.load_from_disk(str(path))
+            try:
+                return datasets.load_from_disk(str(path))
+            except Exception as e:  # noqa: BLE001 - a damaged saved dataset is bad input too, said in one line
+                raise FinetuneError(f"cannot read saved dataset {source!r}: {_first_line(e)}") from None
         if not any(path.rglob("*.parquet")):
             raise FinetuneError(f"dataset directory {source!r} holds no parquet files and no saved dataset")
         try:

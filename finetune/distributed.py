@@ -33,7 +33,7 @@ What stays the same whatever the number of processes N:
   saves a whole copy (``whole_model``): the weights gathered into a weightless copy of the model
   taken before sharding. Rank 0 needs the memory of the weights once more, not of training.
 
-The loss runs inside ``LossModule.forward`` so that DDP and FSDP see the forward they wrap: our
+The loss runs inside ``loss.LossModule.forward`` so that DDP and FSDP see the forward they wrap: our
 answer-only loss calls the backbone and head separately, which neither would notice outside a
 wrapped forward (FSDP's root all-gathers the embeddings and head in that forward's hook).
 Frozen parameters (a pretrained vision tower) are never registered with DDP's reducer; FSDP shards
@@ -46,18 +46,21 @@ does not use; the last encoder layer when features come from the one before it),
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from .config import FinetuneError
+from .errors import FinetuneError
+from .loss import FeatureStore, LossModule
+from .speed import repeated_layers
 
-if TYPE_CHECKING:
-    from .feature_cache import ImageFeatureCache
+# torch.distributed's FSDP, DTensor and checkpoint modules are imported in the functions that use them:
+# FSDP2 needs torch >= 2.6 (an older one says so in one line), and one process trains without any of them.
 
 # NVLink multicast can put shared GPUs out of service; never let NCCL or PyTorch use it.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
@@ -132,23 +135,6 @@ class RankSlice:
         return len(self.sampler)
 
 
-class LossModule(nn.Module):
-    """``forward(batch, num_items) -> loss``: the training loss as a module DDP or FSDP can wrap.
-
-    ``cache`` (an ``ImageFeatureCache``, or ``None``) is this process's own: a plain attribute, not
-    a submodule, so DDP and FSDP neither broadcast nor shard it.
-    """
-
-    def __init__(self, model: nn.Module, kind: str, cache: ImageFeatureCache | None = None):
-        super().__init__()
-        self.model, self.kind, self.cache = model, kind, cache
-
-    def forward(self, batch: dict, num_items: int) -> torch.Tensor:
-        from .loss import compute_loss
-
-        return compute_loss(self.model, batch, kind=self.kind, num_items=num_items, cache=self.cache).loss
-
-
 def use_fsdp(method: str, fsdp: bool | None, dist: Dist) -> bool:
     """Whether this run shards its model: full fine-tuning over several processes, unless ``--no-fsdp``.
 
@@ -158,15 +144,13 @@ def use_fsdp(method: str, fsdp: bool | None, dist: Dist) -> bool:
 
 
 def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device, *, shard: bool = False,
-         cache: ImageFeatureCache | None = None) -> nn.Module:
+         cache: FeatureStore | None = None) -> nn.Module:
     """The module a training step calls: ``LossModule`` as is, under DDP, or sharded in place (FSDP)."""
     module = LossModule(model, kind, cache)
     if not dist.enabled:
         return module
     if shard:
         return _fully_shard(module, device, dist)
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True, gradient_as_bucket_view=True)
 
@@ -178,8 +162,6 @@ def _fully_shard(module: LossModule, device: torch.device, dist: Dist) -> nn.Mod
         raise FinetuneError(f"FSDP needs torch >= 2.6 (this is {torch.__version__}): upgrade torch, or run "
                             "with --no-fsdp to replicate the model with DDP") from None
     from torch.distributed.device_mesh import init_device_mesh
-
-    from .speed import repeated_layers
 
     mesh = init_device_mesh(device.type, (dist.world,))
     for block in repeated_layers(module.model):
@@ -194,8 +176,6 @@ def no_sync(module: nn.Module):
 
     DDP decides at forward time and FSDP at backward time, so the context must hold both.
     """
-    from torch.nn.parallel import DistributedDataParallel
-
     if isinstance(module, DistributedDataParallel):
         return module.no_sync()
     if _is_fsdp(module):
@@ -324,8 +304,6 @@ def weightless_copy(model: nn.Module) -> nn.Module:
     Taken before sharding, it is the same class, config and generation settings as the model, and
     tied weights stay tied (deepcopy's memo maps each parameter to one copy).
     """
-    import copy
-
     memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
             for p in model.parameters()}
     return copy.deepcopy(model, memo)

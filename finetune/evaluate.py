@@ -25,9 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
 from generator.schema import IMAGE_COLUMN, REQUIRED_FOR_FINETUNE
 
 from .data import INDEX_KEY, SKIPPED_KEY, Collator, answer_text, decode_image, format_price, make_loader, model_inputs
+from .families import core_model
 
 _FIELD = r"\s*[:=]\s*"
 ANSWER_RE = re.compile(
@@ -126,83 +131,102 @@ def score(texts: dict[int, str], train_rows: list[dict], test_rows: list[dict], 
     limit / model for price errors (lower is better).
     """
     cat2_rule = Category2Rule(train_rows)
-    median_price = statistics.median(r["full_price"] for r in train_rows)
-    by_cat: dict[str, list[float]] = defaultdict(list)
-    for r in train_rows:
-        by_cat[_norm(r["category3_code"])].append(r["full_price"])
-    cat_median = {c: statistics.median(v) for c, v in by_cat.items()}
-    majority3 = Counter(_norm(r["category3_code"]) for r in train_rows).most_common(1)[0][0]
-    majority2 = Counter(_norm(r["category2_code"]) for r in train_rows).most_common(1)[0][0]
-
-    n = len(test_rows)
-    predictions, parsed_pairs, all_pairs = [], [], []
-    hits3 = hits2 = exact = parsed = 0
-    f1_sum = 0.0
-    for i, row in enumerate(test_rows):
-        text = texts.get(i)
-        ans = parse_answer(text) if text is not None else ParsedAnswer()
-        truth3, truth2 = _norm(row["category3_code"]), _norm(row["category2_code"])
-        ok3 = ans.category is not None and _norm(ans.category) == truth3
-        cat2 = cat2_rule(ans.category, ans.title) if ans.category is not None else None
-        ok2 = cat2 is not None and cat2 == truth2
-        hits3 += ok3
-        hits2 += ok2
-        parsed += ans.complete
-        exact += ans.title is not None and _norm(ans.title) == _norm(row["title"])
-        f1_sum += token_f1(ans.title, row["title"])
-        if ans.price is not None:
-            parsed_pairs.append((ans.price, row["full_price"]))
-        all_pairs.append((ans.price if ans.price is not None else median_price, row["full_price"]))
-        predictions.append({
-            "index": i,
-            "prediction": text,
-            "truth": answer_text(row),
-            "parsed": ans.complete,
-            "title": ans.title,
-            "category3_code": ans.category,
-            "category2_code": cat2,
-            "full_price": ans.price,
-            "true_title": row["title"],
-            "true_category3_code": row["category3_code"],
-            "true_category2_code": row["category2_code"],
-            "true_full_price": row["full_price"],
-            "category_correct": bool(ok3),
-            "category2_correct": bool(ok2),
-            "price_error": None if ans.price is None else ans.price - row["full_price"],
-        })
-
-    p_parsed, p_all = _price_errors(parsed_pairs), _price_errors(all_pairs)
-    model = {
-        "parse_rate": parsed / n,
-        "category3_accuracy": hits3 / n,
-        "category2_accuracy": hits2 / n,
-        "price_mae": p_parsed["mae"],
-        "price_mape": p_parsed["mape"],
-        "price_mae_all": p_all["mae"],
-        "price_mape_all": p_all["mape"],
-        "title_exact_match": exact / n,
-        "title_token_f1": f1_sum / n,
-    }
-    median = _price_errors([(median_price, r["full_price"]) for r in test_rows])
-    per_cat = _price_errors([(cat_median.get(_norm(r["category3_code"]), median_price), r["full_price"])
-                             for r in test_rows])
-    baselines = {
-        "majority_category": {
-            "category3_accuracy": sum(_norm(r["category3_code"]) == majority3 for r in test_rows) / n,
-            "category2_accuracy": sum(_norm(r["category2_code"]) == majority2 for r in test_rows) / n,
-            "predicts": majority3,
-        },
-        "median_price": {"price_mae_all": median["mae"], "price_mape_all": median["mape"], "predicts": median_price},
-        "category_median_price": {"price_mae_all": per_cat["mae"], "price_mape_all": per_cat["mape"]},
-    }
-    metrics = {"n_test": n, "n_parsed": parsed, "n_generated": len(texts), "model": model, "baselines": baselines,
+    train = _TrainFigures.of(train_rows)
+    predictions = [_score_row(i, row, texts.get(i), cat2_rule) for i, row in enumerate(test_rows)]
+    model = _model_metrics(predictions, train.median_price)
+    metrics = {"n_test": len(test_rows), "n_parsed": sum(p["parsed"] for p in predictions),
+               "n_generated": len(texts), "model": model, "baselines": _baselines(test_rows, train),
                "category2_rule": cat2_rule.describe()}
-    metrics.update(diagnostics(predictions, test_rows, cat_median, median_price))
+    metrics.update(diagnostics(predictions, test_rows, train.cat_median, train.median_price))
     limit_figures = limits_in_metric_units(limits) if limits else {}
     if limit_figures:
         metrics["limits"] = limit_figures
         metrics["fraction_of_limit"] = fraction_of_limit(model, limit_figures)
     return EvalResult(metrics=metrics, predictions=predictions)
+
+
+@dataclass(frozen=True)
+class _TrainFigures:
+    """What the baselines predict, from the training split alone."""
+
+    median_price: float
+    cat_median: dict[str, float]     # category3 -> its median price
+    majority3: str
+    majority2: str
+
+    @classmethod
+    def of(cls, train_rows: list[dict]) -> "_TrainFigures":
+        by_cat: dict[str, list[float]] = defaultdict(list)
+        for r in train_rows:
+            by_cat[_norm(r["category3_code"])].append(r["full_price"])
+        return cls(median_price=statistics.median(r["full_price"] for r in train_rows),
+                   cat_median={c: statistics.median(v) for c, v in by_cat.items()},
+                   majority3=Counter(_norm(r["category3_code"]) for r in train_rows).most_common(1)[0][0],
+                   majority2=Counter(_norm(r["category2_code"]) for r in train_rows).most_common(1)[0][0])
+
+
+def _score_row(i: int, row: dict, text: str | None, cat2_rule: Category2Rule) -> dict[str, Any]:
+    """One test row's prediction (a line of predictions.jsonl): the generated ``text`` parsed and compared."""
+    ans = parse_answer(text) if text is not None else ParsedAnswer()
+    ok3 = ans.category is not None and _norm(ans.category) == _norm(row["category3_code"])
+    cat2 = cat2_rule(ans.category, ans.title) if ans.category is not None else None
+    ok2 = cat2 is not None and cat2 == _norm(row["category2_code"])
+    return {
+        "index": i,
+        "prediction": text,
+        "truth": answer_text(row),
+        "parsed": ans.complete,
+        "title": ans.title,
+        "category3_code": ans.category,
+        "category2_code": cat2,
+        "full_price": ans.price,
+        "true_title": row["title"],
+        "true_category3_code": row["category3_code"],
+        "true_category2_code": row["category2_code"],
+        "true_full_price": row["full_price"],
+        "category_correct": bool(ok3),
+        "category2_correct": bool(ok2),
+        "price_error": None if ans.price is None else ans.price - row["full_price"],
+    }
+
+
+def _model_metrics(predictions: list[dict[str, Any]], median_price: float) -> dict[str, float]:
+    """The model's headline figures; a price that did not parse counts as the median in ``*_all``."""
+    n = len(predictions)
+    priced = [(p["full_price"], p["true_full_price"]) for p in predictions if p["full_price"] is not None]
+    p_parsed = _price_errors(priced)
+    p_all = _price_errors([(p["full_price"] if p["full_price"] is not None else median_price, p["true_full_price"])
+                           for p in predictions])
+    return {
+        "parse_rate": sum(p["parsed"] for p in predictions) / n,
+        "category3_accuracy": sum(p["category_correct"] for p in predictions) / n,
+        "category2_accuracy": sum(p["category2_correct"] for p in predictions) / n,
+        "price_mae": p_parsed["mae"],
+        "price_mape": p_parsed["mape"],
+        "price_mae_all": p_all["mae"],
+        "price_mape_all": p_all["mape"],
+        "title_exact_match": sum(p["title"] is not None and _norm(p["title"]) == _norm(p["true_title"])
+                                 for p in predictions) / n,
+        "title_token_f1": sum(token_f1(p["title"], p["true_title"]) for p in predictions) / n,
+    }
+
+
+def _baselines(test_rows: list[dict], train: _TrainFigures) -> dict[str, dict[str, Any]]:
+    """The training split's majority category and median prices, scored on the test rows."""
+    n = len(test_rows)
+    median = _price_errors([(train.median_price, r["full_price"]) for r in test_rows])
+    per_cat = _price_errors([(train.cat_median.get(_norm(r["category3_code"]), train.median_price), r["full_price"])
+                             for r in test_rows])
+    return {
+        "majority_category": {
+            "category3_accuracy": sum(_norm(r["category3_code"]) == train.majority3 for r in test_rows) / n,
+            "category2_accuracy": sum(_norm(r["category2_code"]) == train.majority2 for r in test_rows) / n,
+            "predicts": train.majority3,
+        },
+        "median_price": {"price_mae_all": median["mae"], "price_mape_all": median["mape"],
+                         "predicts": train.median_price},
+        "category_median_price": {"price_mae_all": per_cat["mae"], "price_mape_all": per_cat["mape"]},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,9 +429,7 @@ def fraction_of_limit(model: dict[str, Any], limits: dict[str, Any]) -> dict[str
 def generate_texts(model, loaded, test_ds, prompt: str, *, batch_size: int, max_new_tokens: int, device,
                    bf16: bool = False, num_workers: int = 0, progress=None) -> dict[int, str]:
     """Greedy, batched generation for every row of ``test_ds``: row index -> generated text."""
-    import torch
-
-    from .loss import core_model
+    import torch  # heavy, and only generation needs it: scoring and the tables run without torch
 
     core = core_model(model)
     tokenizer = loaded.tokenizer
@@ -442,7 +464,7 @@ def evaluate(model, loaded, splits, prompt: str, *, batch_size: int = 32, max_ne
              limits: dict[str, Any] | None = None) -> EvalResult:
     """Generate on the test split (its first ``max_samples`` rows) and score against the baselines
     (and the dataset's ``limits``, from ``load_limits``, when given)."""
-    import torch
+    import torch  # heavy, and only generation needs it: scoring and the tables run without torch
 
     device = device or torch.device("cpu")
     test = splits["test"]
@@ -508,8 +530,6 @@ _ROWS = (
 def results_table(metrics: dict[str, Any]):
     """A rich table: the model beside each baseline, one row per metric; with the dataset's limits,
     a "data limit" column (what a perfect image reader could score) and the fraction of it reached."""
-    from rich.table import Table
-
     columns = [("model", metrics["model"])] + [(name.replace("_", " "), v) for name, v in metrics["baselines"].items()]
     limits = metrics.get("limits") or {}
     fractions = metrics.get("fraction_of_limit") or fraction_of_limit(metrics["model"], limits)
@@ -532,10 +552,6 @@ def diagnostics_table(metrics: dict[str, Any], k: int = 10):
     """Where the model fails, for the console after ``results_table``: the ``k`` weakest category3
     classes (accuracy, support, price MAPE, what they were most often taken for) and the ``k`` most
     common confusions. A line saying there is nothing to show for metrics without diagnostics."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
     per_class = metrics.get("per_category3") or {}
     if not per_class:
         return Text("no per-class diagnostics in these metrics")

@@ -23,29 +23,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .data import INDEX_KEY
-
-# The batch's dataset row indices as a tuple of Python ints (``with_rows``), read on the host. The
-# loop moves every tensor of a batch to the device, ``INDEX_KEY`` too: reading it there would sync.
-ROWS_KEY = "_rows"
-
-
-def with_rows(batch: dict) -> dict:
-    """The batch with its row indices as host ints (``ROWS_KEY``); call it while the batch is on the CPU."""
-    if ROWS_KEY in batch or INDEX_KEY not in batch:
-        return batch
-    return {**batch, ROWS_KEY: tuple(int(i) for i in batch[INDEX_KEY].tolist())}
-
-
-def rows_of(batch: dict) -> tuple[int, ...] | None:
-    """The batch's row indices if they can be read without a device sync; else ``None`` (no caching)."""
-    rows = batch.get(ROWS_KEY)
-    if rows is not None:
-        return tuple(rows)
-    index = batch.get(INDEX_KEY)
-    if isinstance(index, (list, tuple)) or (isinstance(index, torch.Tensor) and index.device.type == "cpu"):
-        return tuple(int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index))
-    return None
+from .families import core_model
+from .families.llava import llava_backbone
+from .loss import supports_answer_loss
 
 
 class ImageFeatureCache:
@@ -135,8 +115,6 @@ class ImageFeatureCache:
 
 def estimated_bytes(model, rows: int) -> int:
     """What a full cache of ``rows`` rows takes, from the model's config (for the run's console line)."""
-    from .loss import llava_backbone
-
     backbone = llava_backbone(model)   # not None: for_run asks only once off_reason found a Llava model
     config = backbone.config
     vision = config.vision_config
@@ -151,8 +129,6 @@ def estimated_bytes(model, rows: int) -> int:
 
 def off_reason(model, *, kind: str, sharded: bool) -> str | None:
     """Why this run cannot cache image features exactly, or ``None`` if it can."""
-    from .loss import core_model, llava_backbone, supports_answer_loss
-
     backbone = llava_backbone(model)
     if backbone is None:
         return f"{type(core_model(model)).__name__} is not a Llava-style model"

@@ -15,35 +15,42 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from .answer_mlp import answer_positions
-from .data import IGNORE_INDEX, model_inputs
-from .feature_cache import rows_of, with_rows
-from .speed import unmasked_attention
-
-if TYPE_CHECKING:
-    from .feature_cache import ImageFeatureCache
+from .data import IGNORE_INDEX, INDEX_KEY, model_inputs
+from .families import core_model
+from .families.llava import is_llava
 
 # Flat positions ``b * seq + t`` of the hidden states that predict an answer token, computed from the
 # labels on the CPU before the batch moves to the device (``with_answer_index``): selecting them on
 # the device by a boolean mask would make the host wait for the GPU in the middle of every step.
 ANSWER_INDEX_KEY = "_answer_index"
+# The batch's dataset row indices as a tuple of Python ints (``with_rows``), read on the host by the
+# image feature cache. The loop moves every tensor of a batch to the device, ``INDEX_KEY`` too:
+# reading it there would sync.
+ROWS_KEY = "_rows"
+
+
+class FeatureStore(Protocol):
+    """Where a frozen tower's image features are kept between epochs (finetune/feature_cache.py)."""
+
+    def get(self, rows: Sequence[int]) -> torch.Tensor | None: ...
+
+    def put(self, rows: Sequence[int], features: torch.Tensor) -> None: ...
 
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor      # sum over answer tokens / normaliser
     tokens: int             # answer tokens in this batch
-
-
-def core_model(model):
-    """The transformers model under any peft wrapping."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 def count_answer_tokens(labels: torch.Tensor) -> int:
@@ -63,6 +70,24 @@ def with_answer_index(batch: dict) -> dict:
     if "labels" not in batch or ANSWER_INDEX_KEY in batch:
         return batch
     return {**batch, ANSWER_INDEX_KEY: answer_index(batch["labels"])}
+
+
+def with_rows(batch: dict) -> dict:
+    """The batch with its row indices as host ints (``ROWS_KEY``); call it while the batch is on the CPU."""
+    if ROWS_KEY in batch or INDEX_KEY not in batch:
+        return batch
+    return {**batch, ROWS_KEY: tuple(int(i) for i in batch[INDEX_KEY].tolist())}
+
+
+def rows_of(batch: dict) -> tuple[int, ...] | None:
+    """The batch's row indices if they can be read without a device sync; else ``None`` (no caching)."""
+    rows = batch.get(ROWS_KEY)
+    if rows is not None:
+        return tuple(rows)
+    index = batch.get(INDEX_KEY)
+    if isinstance(index, (list, tuple)) or (isinstance(index, torch.Tensor) and index.device.type == "cpu"):
+        return tuple(int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index))
+    return None
 
 
 def with_host_indices(batch: dict) -> dict:
@@ -85,8 +110,24 @@ def supports_answer_loss(model) -> bool:
     )
 
 
+class LossModule(nn.Module):
+    """``forward(batch, num_items) -> loss``: the training loss as a module DDP or FSDP can wrap.
+
+    The loss runs inside a module's forward so that DDP and FSDP see the forward they wrap
+    (finetune/distributed.py). ``cache`` (an ``ImageFeatureCache``, or ``None``) is this process's
+    own: a plain attribute, not a submodule, so DDP and FSDP neither broadcast nor shard it.
+    """
+
+    def __init__(self, model: nn.Module, kind: str, cache: FeatureStore | None = None):
+        super().__init__()
+        self.model, self.kind, self.cache = model, kind, cache
+
+    def forward(self, batch: dict, num_items: int) -> torch.Tensor:
+        return compute_loss(self.model, batch, kind=self.kind, num_items=num_items, cache=self.cache).loss
+
+
 def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | None = None,
-                 cache: ImageFeatureCache | None = None) -> LossOutput:
+                 cache: FeatureStore | None = None) -> LossOutput:
     """The batch's loss: the answer-token cross-entropy summed and divided by ``num_items``.
 
     ``num_items`` is the answer-token count of the whole accumulation window (default: this
@@ -110,7 +151,7 @@ def plain_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Ten
 
 
 def answer_loss(model, batch: dict, *, num_items: int | None = None,
-                cache: ImageFeatureCache | None = None) -> torch.Tensor:
+                cache: FeatureStore | None = None) -> torch.Tensor:
     """Cross-entropy from logits computed only at the positions that predict answer tokens."""
     labels = batch["labels"]
     index = batch.get(ANSWER_INDEX_KEY)
@@ -127,7 +168,7 @@ def answer_loss(model, batch: dict, *, num_items: int | None = None,
     return loss / (num_items or max(index.numel(), 1))
 
 
-def backbone_hidden_states(model, inputs: dict, *, cache: ImageFeatureCache | None = None,
+def backbone_hidden_states(model, inputs: dict, *, cache: FeatureStore | None = None,
                            rows: Sequence[int] | None = None) -> torch.Tensor:
     """The decoder's last hidden state ``[batch, seq, hidden]`` (no ``lm_head``).
 
@@ -137,12 +178,12 @@ def backbone_hidden_states(model, inputs: dict, *, cache: ImageFeatureCache | No
     """
     core = core_model(model)
     backbone = core.model
-    if _is_llava(backbone) and inputs.get("pixel_values") is not None:
+    if is_llava(backbone) and inputs.get("pixel_values") is not None:
         inputs = dict(inputs)
         features = image_features(backbone, inputs.pop("pixel_values"), cache=cache, rows=rows)
         inputs["inputs_embeds"] = merge_image_features(backbone, inputs.pop("input_ids"), features)
     # A batch without a mask is a maskless (right-padded, causal) batch: attention needs no mask built.
-    unmasked = "attention_mask" not in inputs and _is_llava(backbone)
+    unmasked = "attention_mask" not in inputs and is_llava(backbone)
     with unmasked_attention(backbone.language_model.config) if unmasked else contextlib.nullcontext():
         out = backbone(**inputs, use_cache=False)
     return out[0]
@@ -164,18 +205,7 @@ def merge_image_features(llava_model, input_ids: torch.Tensor, features: torch.T
     return embeds.masked_scatter(where.unsqueeze(-1), features)
 
 
-def _is_llava(backbone) -> bool:
-    return all(hasattr(backbone, a) for a in ("vision_tower", "multi_modal_projector", "language_model"))
-
-
-def llava_backbone(model):
-    """The Llava-style backbone (vision tower, projector, language model) under any peft wrapping, or
-    ``None`` for other models."""
-    backbone = getattr(core_model(model), "model", None)
-    return backbone if backbone is not None and _is_llava(backbone) else None
-
-
-def image_features(llava_model, pixel_values: torch.Tensor, *, cache: ImageFeatureCache | None = None,
+def image_features(llava_model, pixel_values: torch.Tensor, *, cache: FeatureStore | None = None,
                    rows: Sequence[int] | None = None) -> torch.Tensor:
     """Projected image features ``[images, tokens, hidden]`` of a Llava model.
 
@@ -188,7 +218,7 @@ def image_features(llava_model, pixel_values: torch.Tensor, *, cache: ImageFeatu
         return projector(selected)
 
 
-def tower_features(llava_model, pixel_values: torch.Tensor, *, cache: ImageFeatureCache | None = None,
+def tower_features(llava_model, pixel_values: torch.Tensor, *, cache: FeatureStore | None = None,
                    rows: Sequence[int] | None = None) -> torch.Tensor:
     """The vision tower's selected hidden states ``[images, tokens, dim]``: the projector's input.
 
@@ -230,8 +260,6 @@ def _as_projector_reads(llava_model, features: torch.Tensor) -> torch.Tensor:
     residual adds run in fp32), and Llava's projector starts with a linear layer, which casts its
     input to the autocast dtype anyway: a bf16 copy is exact and takes half the memory.
     """
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
-
     projector = llava_model.multi_modal_projector
     device_type = features.device.type
     starts_linear = (type(projector).forward is LlavaMultiModalProjector.forward
@@ -239,3 +267,27 @@ def _as_projector_reads(llava_model, features: torch.Tensor) -> torch.Tensor:
     if starts_linear and torch.is_autocast_enabled(device_type):
         return features.to(torch.get_autocast_dtype(device_type))
     return features
+
+
+# transformers' SDPA attention under a name that has no mask function: the decoder then builds no
+# mask at all and SDPA runs with ``is_causal``. The same kernel and result as "sdpa" without a mask,
+# minus the mask builder's check for packed sequences, which reads a device tensor on the host
+# (a GPU sync in the middle of every forward).
+UNMASKED_SDPA = "sdpa_unmasked"
+
+
+@contextlib.contextmanager
+def unmasked_attention(config):
+    """While active, a decoder with SDPA attention (``config``) runs causal attention without a mask.
+
+    For maskless batches only (``speed.drop_causal_mask``): right padding, nothing packed.
+    """
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)  # idempotent: a dict entry
+    config._attn_implementation = UNMASKED_SDPA
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import FinetuneError
+from .errors import FinetuneError
 from .tokenizer import END, IMAGE
+
+# torch, transformers and huggingface_hub are imported in the functions that use them: FinetuneConfig
+# (and so the CLI, to parse its flags) imports this module for ``default_method``.
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -361,7 +364,7 @@ def _raw_config(name_or_path: str, offline: bool) -> dict:
         file = path / "config.json"
         if not file.is_file():
             raise FinetuneError(f"model directory {name_or_path!r} has no config.json")
-        return json.loads(file.read_text())
+        return _read_config_json(file, name_or_path)
     if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise FinetuneError(f"model path {name_or_path!r} does not exist")
     from huggingface_hub import hf_hub_download
@@ -374,7 +377,19 @@ def _raw_config(name_or_path: str, offline: bool) -> dict:
             f"unknown model {name_or_path!r} ({type(e).__name__}): use a built-in "
             f"({', '.join(BUILTIN_MODELS)}), a local model directory, or a Hub model id {where}"
         ) from None
-    return json.loads(Path(file).read_text())
+    return _read_config_json(Path(file), name_or_path)
+
+
+def _read_config_json(file: Path, name: str) -> dict:
+    """A model's config.json as a dict: junk in it (not JSON, nested thousands deep, a list) is bad input."""
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FinetuneError(f"model {name!r}: config.json is not readable JSON ({_first_line(e)[:200]})") from None
+    if not isinstance(raw, dict):
+        what = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(raw), "a number")
+        raise FinetuneError(f"model {name!r}: config.json must hold a JSON object, not {what}")
+    return raw
 
 
 def _first_line(error: Exception) -> str:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+# tokenizers and transformers are imported in the functions that use them: the CLI imports this module
+# (through config and models) to parse its flags, and must not wait seconds for them.
+
 # Phi-3-vision's chat and image markers, so prompts read the same as with the real model.
 USER, ASSISTANT, END, IMAGE = "<|user|>", "<|assistant|>", "<|end|>", "<|image_1|>"
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"

@@ -61,7 +61,7 @@ class Tracker:
             _keep_until(self.log_path, start_step)
         if mode == "disabled":
             return
-        import wandb
+        import wandb  # optional and heavy: only a run that logs to W&B loads it
 
         out.mkdir(parents=True, exist_ok=True)
         id_file = out / "wandb_run_id"
@@ -114,7 +114,7 @@ class Tracker:
         self._append(flat, step)
         if self.run is None:
             return
-        import wandb
+        import wandb  # optional and heavy: only a run that logs to W&B loads it
 
         if samples:
             table = wandb.Table(columns=["image", "prediction", "truth", "category_correct", "price_error"])
@@ -151,7 +151,7 @@ def _step_of(line: str) -> float:
 
 def memory_gib(device) -> float:
     """Peak memory so far: the GPU's allocated peak on CUDA, the process's peak RSS on CPU."""
-    import torch
+    import torch  # heavy: the log and the W&B side of this module serve scoring without torch too
 
     if getattr(device, "type", str(device)) == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30

@@ -11,9 +11,9 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION, FinetuneConfig  # noqa: E402
 from finetune.data import INDEX_KEY, Collator, build_prompt  # noqa: E402
-from finetune.distributed import LossModule  # noqa: E402
-from finetune.feature_cache import ROWS_KEY, ImageFeatureCache, for_run  # noqa: E402
-from finetune.loss import core_model, tower_features, with_host_indices  # noqa: E402
+from finetune.families import core_model  # noqa: E402
+from finetune.feature_cache import ImageFeatureCache, for_run  # noqa: E402
+from finetune.loss import ROWS_KEY, LossModule, tower_features, with_host_indices  # noqa: E402
 from finetune.models import build_builtin  # noqa: E402
 from finetune.train import prepare_model  # noqa: E402
 

@@ -3,7 +3,7 @@ category from the picture, well above the majority-category baseline of the same
 
 The prompt is the same for every row, so whatever the model gets right beyond the baseline it read from
 the image. The generator draws category3 as a silhouette with a random colour, material and pattern
-(generator/render.py); tests/test_signal.py shows category2 is recoverable from the pixels. The model
+(generator/render/); tests/test_signal.py shows category2 is recoverable from the pixels. The model
 writes category3 after the title, and category2 is scored through the train split's category3 ->
 category2 map, so both accuracies come from the same generated text; the assertion is on category2 (12
 classes, the signal the generator guarantees) and, with a smaller margin, category3 (33 classes).

@@ -181,7 +181,7 @@ def test_diagnostics_table_shows_weakest_classes_and_confusions():
 # --------------------------------------------------------------------------------------------
 # The data's own limit
 
-# As generator/limits.py writes it: accuracies and MAPE as fractions (0.173 = 17.3 %), beside counts,
+# As generator/limits/ writes it: accuracies and MAPE as fractions (0.173 = 17.3 %), beside counts,
 # nested tables and nulls that are not figures to compare with.
 LIMITS = {"category3_accuracy": 0.96, "category2_accuracy": 0.99, "colour_accuracy": 0.93, "material_accuracy": None,
           "price_mape": 0.173, "price_mape_without_trim": 0.25, "majority_accuracy": {"category3": 0.109},

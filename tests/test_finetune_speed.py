@@ -11,10 +11,11 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION, FinetuneConfig, FinetuneError  # noqa: E402
 from finetune.data import Collator, build_prompt  # noqa: E402
-from finetune.loss import compute_loss  # noqa: E402
+from finetune.loss import LossModule, compute_loss  # noqa: E402
 from finetune.models import build_builtin  # noqa: E402
 from finetune.speed import (PRESETS, SpeedConfig, apply_speed, drop_causal_mask, maskless_supported,  # noqa: E402
                             resolve)
+from finetune.step import TrainStep  # noqa: E402
 from finetune.train import prepare_model  # noqa: E402
 
 
@@ -29,7 +30,8 @@ def _batches(rows, loaded):
 
 
 def _losses(setup, speed: SpeedConfig, steps: int = 4) -> tuple[list[float], int]:
-    """Losses of ``steps`` LoRA optimizer steps from the same start; and how many batches ran maskless."""
+    """Losses of ``steps`` LoRA optimizer steps from the same start, taken as a run takes them
+    (``TrainStep``, gradients not clipped); and how many batches ran maskless."""
     rows, tokenizer = setup
     loaded = build_builtin("tiny", tokenizer, seed=0)
     model = prepare_model(loaded, FinetuneConfig(model="tiny", method="lora", lora_dropout=0.0).validate())
@@ -37,16 +39,11 @@ def _losses(setup, speed: SpeedConfig, steps: int = 4) -> tuple[list[float], int
     maskless = speed.maskless and maskless_supported(model)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    losses, dropped = [], 0
-    for batch in _batches(rows, loaded)[:steps]:
-        batch = drop_causal_mask(batch, maskless)
-        dropped += "attention_mask" not in batch
-        loss = compute_loss(model, batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    return losses, dropped
+    step = TrainStep(LossModule(model, "answer"), optimizer, device=torch.device("cpu"), max_grad_norm=0.0,
+                     maskless=maskless, speed=speed)
+    batches = _batches(rows, loaded)[:steps]
+    dropped = sum("attention_mask" not in drop_causal_mask(batch, maskless) for batch in batches)
+    return [step([batch]).loss.item() for batch in batches], dropped
 
 
 def _count_calls(monkeypatch, module, name: str) -> list:
