@@ -25,6 +25,11 @@ from bench import measure
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Test support lives beside the tests (tests/_gen_fixtures.py builds the made-up source catalogue); the
+# benchmarks import it from there, whether pytest collects tests/ in the same session or bench/ alone.
+TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS_DIR) not in sys.path:
+    sys.path.append(str(TESTS_DIR))
 DEFAULT_STORAGE = "file://./.benchmarks"  # pytest-benchmark's own default
 _MEASURE_OPTIONS = ("benchmark_only", "benchmark_enable", "benchmark_save", "benchmark_autosave", "benchmark_json")
 
@@ -210,7 +215,7 @@ def accuracy_dir(workdir, scale) -> Path:
 def source_catalog(workdir, scale):
     """A real-shaped source catalogue for augmentation: ``samples/source_catalog`` when it is there,
     else the same fixture built into a temporary folder (smaller in smoke mode)."""
-    from generator.fixtures import DEFAULT_DIR, FixtureConfig, build_fixture
+    from _gen_fixtures import DEFAULT_DIR, FixtureConfig, build_fixture
     from generator.sources import load_source
 
     if DEFAULT_DIR.is_dir() and any(DEFAULT_DIR.iterdir()):

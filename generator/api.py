@@ -13,7 +13,6 @@ on its disk is refused before it starts; one that fills the disk anyway leaves t
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
 import shutil
@@ -26,14 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
+from generator import fingerprint, hub
 from generator import taxonomy as taxonomy_mod
 from generator.card import CARD_FILENAME, CONTACT_SHEET_FILENAME, contact_sheet, png_bytes, render_card
 from generator.catalog import Catalog, Product
 from generator.privacy import GuardedSource, PrivacyError
 from generator.schema import IMAGE_COLUMN
 from generator.taxonomy import Taxonomy
-from generator.writer import (DATA_DIR, MANIFEST_DIR, RowSource, WriteError, WriteResult, atomic_write_bytes,
-                              atomic_write_text, plan_splits, read_run, verified_records, write_shards)
+from generator.writer import (DATA_DIR, MANIFEST_DIR, RowSource, SplitPlan, WriteError, WriteResult,
+                              atomic_write_bytes, atomic_write_text, plan_splits, read_run, verified_records,
+                              write_shards)
 
 if TYPE_CHECKING:
     import datasets
@@ -142,13 +143,13 @@ def _version() -> str:
         return "0+unknown"
 
 
+# The modules that decide a synthetic row's bytes (render: every module of the package).
+ROW_MODULES = ("catalog", "permutation", "render", "taxonomy", "writer", "schema")
+
+
 def code_fingerprint() -> str:
     """A hash of the modules that decide row bytes: a run only resumes or joins with the same code."""
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in ("catalog.py", "permutation.py", "render.py", "taxonomy.py", "writer.py", "schema.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:12]
+    return fingerprint.code_fingerprint(*ROW_MODULES)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,9 +180,34 @@ def default_out(config: GenerateConfig, taxonomy_name: str | None = None) -> Pat
 
 
 def generate_to_dir(config: GenerateConfig, out: str | os.PathLike | None = None, overwrite: bool = False,
-                    resume: bool = False, shard: tuple[int, int] | None = None) -> Path:
-    """Write the dataset of ``config`` to ``out`` (parquet shards, README.md card, contact sheet)."""
-    return write_run(config, out, overwrite=overwrite, resume=resume, shard=shard, quiet=True).out
+                    resume: bool = False, shard: tuple[int, int] | None = None, *, push: bool | str = False,
+                    private: bool = False) -> Path:
+    """Write the dataset of ``config`` to ``out`` (parquet shards, README.md card, contact sheet).
+
+    ``push``: then push the run to the Hugging Face Hub (:func:`push_dir`): ``True`` (or ``""``) to the
+    default repo, or to the repo id given; ``private`` applies when the repo is created. Only a complete
+    run is pushed, not one machine's ``shard`` of a fleet.
+    """
+    report = write_run(config, out, overwrite=overwrite, resume=resume, shard=shard, quiet=True)
+    if push is False or push is None:
+        return report.out
+    if not report.complete:
+        raise GenerateError("push needs a complete run; push once every shard is written")
+    push_dir(report.out, push if isinstance(push, str) and push else None, private=private)
+    return report.out
+
+
+def push_dir(local_dir: str | os.PathLike, repo_id: str | None = None, *, private: bool = False,
+             force: bool = False) -> str:
+    """Push the run written to ``local_dir`` to the Hub dataset repo ``repo_id`` and return its URL.
+
+    ``repo_id`` defaults to ``<your user>/<brand>-<country>-<rows>-rows`` (see :func:`generator.hub.push_dataset`).
+    A folder that is not a complete run whose privacy report passed is refused (``hub.LocalRunError``,
+    nothing sent) unless ``force``: then it is pushed with a warning at the top of its card. A failed push
+    raises ``hub.PushError`` (one line, never the token); the local run stays as it was.
+    """
+    # force only when asked: callers of the three-argument push_dataset (and test doubles) keep working.
+    return hub.push_dataset(str(local_dir), repo_id, private=private, **({"force": True} if force else {}))
 
 
 def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, overwrite: bool = False,
@@ -196,6 +222,39 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
     ``.manifest/`` folders in one place and run the command once more without ``--shard`` and with
     ``--resume``: it verifies every shard against its manifest, writes nothing else, and adds the card.
     """
+    _check_modes(overwrite=overwrite, resume=resume, shard=shard)
+    t0 = time.perf_counter()
+    tax = taxonomy_mod.load(config.taxonomy)
+    out = Path(out) if out is not None else Path(config.out) if config.out else default_out(config, tax.name)
+    source, catalog = _row_source(config, tax, source)
+    plan = plan_splits(config.rows, config.test_fraction, config.rows_per_shard, config.seed)
+
+    work = _prepare(out, overwrite=overwrite, resume=resume or shard is not None)
+    mine = [s for k, s in enumerate(plan.shards) if shard is None or k % shard[1] == shard[0]]
+    need = _check_space(out, work, sum(s.rows for s in mine if not (work / DATA_DIR / s.name).is_file()), config,
+                        SPACE_REFUSE_BELOW["synthetic" if isinstance(source, SyntheticRows) else "source"])
+    created = _make_dir(work)
+    before = set(work.rglob("*"))  # what a resumed run already had: a full disk must not take it away
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    try:
+        result, reports = _write(config, source, catalog, plan, work, out, shard=shard, quiet=quiet, console=console,
+                                 extra_sections=extra_sections)
+    except (WriteError, PrivacyError, OSError) as err:
+        raise _write_failed(err, out, work, created, before, shard=shard, need=need) from None
+    return RunReport(out=out, rows=config.rows,
+                     rows_written=sum(result.records[n].rows for n in result.written),
+                     seconds=time.perf_counter() - t0,
+                     complete=result.complete, shards_written=result.written, shards_skipped=result.skipped,
+                     shards_missing=len(plan.shards) - len(result.records),
+                     # --privacy off: the report is written for the record, but the user waived its verdict
+                     privacy_passed=(reports.privacy_passed or config.privacy == "off") if reports else True,
+                     source_summary=catalog.report.summary() if catalog is not None else None)
+
+
+def _check_modes(*, overwrite: bool, resume: bool, shard: tuple[int, int] | None) -> None:
+    """Refuse, before any work, what --resume, --overwrite and --shard cannot do together."""
     if resume and overwrite:
         # Together they replaced a finished 300-row run by a 30-row one: one finishes a run, the other
         # replaces it, and guessing which was meant loses data either way.
@@ -208,76 +267,72 @@ def write_run(config: GenerateConfig, out: str | os.PathLike | None = None, *, o
         if overwrite:
             raise GenerateError("--overwrite cannot be combined with --shard (it would replace the other machines' "
                                 "shards); clear the folder once before starting the fleet")
-    t0 = time.perf_counter()
-    tax = taxonomy_mod.load(config.taxonomy)
-    out = Path(out) if out is not None else Path(config.out) if config.out else default_out(config, tax.name)
-    catalog = None
-    if source is None and config.source:
-        catalog = _load_source(config.source)
-        from generator.augment import augmented_row_source
 
-        try:
-            source = augmented_row_source(catalog, config.rows, config.seed, config.image_size, privacy=config.privacy)
-        except PrivacyError as err:  # e.g. a 1-row source: refused before anything is written
-            raise GenerateError(f"--source {err}") from None
-    elif source is None:
-        source = SyntheticRows(tax, config.seed, config.rows, config.image_size, config.jpeg_quality)
-    elif len(source) != config.rows:
-        raise GenerateError(f"the row source has {len(source)} rows but rows={config.rows}; make them agree")
-    plan = plan_splits(config.rows, config.test_fraction, config.rows_per_shard, config.seed)
 
-    work = _prepare(out, overwrite=overwrite, resume=resume or shard is not None)
-    mine = [s for k, s in enumerate(plan.shards) if shard is None or k % shard[1] == shard[0]]
-    need = _check_space(out, work, sum(s.rows for s in mine if not (work / DATA_DIR / s.name).is_file()), config,
-                        SPACE_REFUSE_BELOW["synthetic" if isinstance(source, SyntheticRows) else "source"])
-    created = _make_dir(work)
-    before = set(work.rglob("*"))  # what a resumed run already had: a full disk must not take it away
-    from rich.console import Console
+def _row_source(config: GenerateConfig, tax: Taxonomy, source: RowSource | None):
+    """The rows to write - ``source`` as given, the augmented rows of ``config.source``, or synthetic rows -
+    and the source catalogue read for them (None for the others)."""
+    if source is not None:
+        if len(source) != config.rows:
+            raise GenerateError(f"the row source has {len(source)} rows but rows={config.rows}; make them agree")
+        return source, None
+    if not config.source:
+        return SyntheticRows(tax, config.seed, config.rows, config.image_size, config.jpeg_quality), None
+    catalog = _load_source(config.source)
+    from generator.augment import augmented_row_source
 
-    console = console or Console(stderr=True)
-    reports = None
     try:
-        with _progress(console, quiet) as bar:
-            task = bar.add_task(f"writing {out}", total=None)
-            result = write_shards(
-                source, work, plan, num_proc=config.num_proc, shard=shard,
-                on_start=lambda total, done: bar.update(task, total=total, completed=done),
-                progress=lambda rows: bar.advance(task, rows))
-        if result.complete:
-            from generator.quality import write_reports
+        return augmented_row_source(catalog, config.rows, config.seed, config.image_size,
+                                    privacy=config.privacy), catalog
+    except PrivacyError as err:  # e.g. a 1-row source: refused before anything is written
+        raise GenerateError(f"--source {err}") from None
 
-            # GuardedSource wraps the augmented rows; with --privacy off they come unwrapped.
-            inner = source.source if isinstance(source, GuardedSource) else source
-            reports = write_reports(work, level=config.privacy, source=catalog,
-                                    source_report=inner.report() if catalog is not None else None,
-                                    rejections=result.rejections(), num_proc=config.num_proc,
-                                    taxonomy=inner.taxonomy if isinstance(inner, SyntheticRows) else None)
-            write_card(work, result, extra_sections={**reports.sections, **(extra_sections or {})})
-            if work != out:
-                _swap_in(work, out)
-    except (WriteError, PrivacyError) as err:
+
+def _write(config: GenerateConfig, source: RowSource, catalog, plan: SplitPlan, work: Path, out: Path, *,
+           shard: tuple[int, int] | None, quiet: bool, console: "Console", extra_sections: dict[str, str] | None):
+    """This call's shards into ``work``; once every shard is there, the reports and the card, and the run
+    swapped into ``out``. Returns the writer's result and the reports (None while shards are missing)."""
+    with _progress(console, quiet) as bar:
+        task = bar.add_task(f"writing {out}", total=None)
+        result = write_shards(
+            source, work, plan, num_proc=config.num_proc, shard=shard,
+            on_start=lambda total, done: bar.update(task, total=total, completed=done),
+            progress=lambda rows: bar.advance(task, rows))
+    if not result.complete:
+        return result, None
+    from generator.quality import write_reports
+
+    # GuardedSource wraps the augmented rows; with --privacy off they come unwrapped.
+    inner = source.source if isinstance(source, GuardedSource) else source
+    reports = write_reports(work, level=config.privacy, source=catalog,
+                            source_report=inner.report() if catalog is not None else None,
+                            rejections=result.rejections(), num_proc=config.num_proc,
+                            taxonomy=inner.taxonomy if isinstance(inner, SyntheticRows) else None)
+    write_card(work, result, extra_sections={**reports.sections, **(extra_sections or {})})
+    if work != out:
+        _swap_in(work, out)
+    return result, reports
+
+
+def _write_failed(err: Exception, out: Path, work: Path, created: Path | None, before: set[Path], *,
+                  shard: tuple[int, int] | None, need: str) -> GenerateError:
+    """The one-line error for a run that failed while writing, once the disk is left as this call found it
+    (a fleet machine keeps its finished shards: the other machines share the folder)."""
+    if isinstance(err, (WriteError, PrivacyError)):
         if shard is None:  # bad input found mid-run (the guard gave up on a row): nothing of this call stays
             _roll_back(work, created, before)
-        raise GenerateError(str(err)) from None
-    except OSError as err:
-        if not _is_disk_full(err):
-            raise GenerateError(f"cannot write to {work}: {err.strerror or err}; choose another --out") from None
-        if shard is not None:  # a fleet shares the folder: only this machine's temporary files went
-            kept = "this machine's finished shards are kept (run the same command again once there is room)"
-        else:
+        return GenerateError(str(err))
+    if not _is_disk_full(err):
+        if shard is None:  # a write that failed otherwise: as on a full disk, nothing of this call stays
             _roll_back(work, created, before)
-            kept = "nothing of this run was kept"
-        raise GenerateError(f"the disk filled up while writing --out {out} ({err.strerror or err}): {need}; "
-                            f"{kept}; free some space or choose another --out") from None
-    missing = len(plan.shards) - len(result.records)
-    return RunReport(out=out, rows=config.rows,
-                     rows_written=sum(result.records[n].rows for n in result.written),
-                     seconds=time.perf_counter() - t0,
-                     complete=result.complete, shards_written=result.written, shards_skipped=result.skipped,
-                     shards_missing=missing,
-                     # --privacy off: the report is written for the record, but the user waived its verdict
-                     privacy_passed=(reports.privacy_passed or config.privacy == "off") if reports else True,
-                     source_summary=catalog.report.summary() if catalog is not None else None)
+        return GenerateError(f"cannot write to {work}: {err.strerror or err}; choose another --out")
+    if shard is not None:  # a fleet shares the folder: only this machine's temporary files went
+        kept = "this machine's finished shards are kept (run the same command again once there is room)"
+    else:
+        _roll_back(work, created, before)
+        kept = "nothing of this run was kept"
+    return GenerateError(f"the disk filled up while writing --out {out} ({err.strerror or err}): {need}; "
+                         f"{kept}; free some space or choose another --out")
 
 
 def _load_source(ref: str):

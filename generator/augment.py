@@ -35,12 +35,12 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from generator import fingerprint
 from generator.privacy import GuardedSource, PrivacyError, PrivacyGuard, find_pii, normalise_title
 from generator.sources import SourceCatalog, SourceRow
 
@@ -465,13 +465,13 @@ def source_fingerprint(source: SourceCatalog) -> str:
     return h.hexdigest()[:16]
 
 
+# The modules that decide an augmented row's bytes (privacy and sources: every module of the package).
+ROW_MODULES = ("augment", "privacy", "sources", "schema")
+
+
 def code_fingerprint() -> str:
     """A hash of the modules that decide augmented rows: a run only resumes with the same code."""
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in ("augment.py", "privacy.py", "sources.py", "schema.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:12]
+    return fingerprint.code_fingerprint(*ROW_MODULES)
 
 
 # --------------------------------------------------------------------------------------------------

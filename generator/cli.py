@@ -190,11 +190,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _push(local_dir: str, repo_id: str | None, private: bool, force: bool = False) -> int:
-    from generator import hub  # lazy: the Hub client is only needed to push
+    from generator import hub
+    from generator.api import push_dir
 
     try:
-        # force only when asked: callers of the three-argument push_dataset (and test doubles) keep working.
-        hub.push_dataset(local_dir, repo_id, private=private, **({"force": True} if force else {}))
+        push_dir(local_dir, repo_id, private=private, force=force)
     except hub.LocalRunError as err:
         _fail(str(err))  # bad input (an incomplete or failed run, a token as repo id): exit 2, nothing sent
     except hub.PushError as err:

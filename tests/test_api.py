@@ -71,3 +71,50 @@ def test_the_generator_runs_without_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "o" / "README.md").is_file() and (tmp_path / "o" / "privacy_report.json").is_file()
+
+
+def test_push_is_an_api_step(tmp_path, monkeypatch):
+    """generate_to_dir(push=...) writes, then hands the folder to push_dir, which calls the Hub client."""
+    from generator import hub
+    from generator.api import push_dir
+
+    seen = []
+    monkeypatch.setattr(hub, "push_dataset", lambda local_dir, repo_id=None, **kw: seen.append((local_dir, repo_id, kw))
+                        or "http://hub/datasets/x")
+    config = GenerateConfig(rows=6, image_size=32)
+    out = generate_to_dir(config, tmp_path / "a", push=True, private=True)
+    generate_to_dir(config, tmp_path / "b", push="me/cat")
+    generate_to_dir(config, tmp_path / "c")                         # push=False: nothing sent
+    assert push_dir(out, "me/again", force=True) == "http://hub/datasets/x"
+    assert seen == [(str(out), None, {"private": True}), (str(tmp_path / "b"), "me/cat", {"private": False}),
+                    (str(out), "me/again", {"private": False, "force": True})]
+    with pytest.raises(GenerateError, match="push needs a complete run"):  # one machine's share of a fleet
+        generate_to_dir(GenerateConfig(rows=6, image_size=32, rows_per_shard=3), tmp_path / "d", shard=(0, 2),
+                        push=True)
+    assert len(seen) == 3
+
+
+def test_code_fingerprint_covers_every_module_that_decides_row_bytes(tmp_path, monkeypatch):
+    """Resume and fleet joins compare it: every module of the render package counts, in a stable order."""
+    from generator import api, augment, fingerprint
+
+    here = fingerprint.HERE
+    files = [p.relative_to(here).as_posix() for p in fingerprint.modules_of(*api.ROW_MODULES)]
+    render = [f for f in files if f.startswith("render/")]
+    assert render == sorted(p.relative_to(here).as_posix() for p in (here / "render").glob("*.py")) and len(render) > 5
+    assert {"catalog.py", "permutation.py", "taxonomy.py", "writer.py", "schema.py"} <= set(files)
+    augmented = [p.relative_to(here).as_posix() for p in fingerprint.modules_of(*augment.ROW_MODULES)]
+    assert {"privacy/guard.py", "sources/reader.py", "augment.py"} <= set(augmented)
+    assert all(p.is_file() for p in fingerprint.modules_of(*api.ROW_MODULES, *augment.ROW_MODULES))
+
+    before = api.code_fingerprint()
+    assert before == api.code_fingerprint() and len(before) == 12
+    copy = tmp_path / "generator"
+    for name in files:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes((here / name).read_bytes())
+    monkeypatch.setattr(fingerprint, "HERE", copy)
+    assert api.code_fingerprint() == before                        # same code elsewhere: same fingerprint
+    studio = copy / "render" / "studio.py"
+    studio.write_text(studio.read_text() + "\n# a change\n")
+    assert api.code_fingerprint() != before                        # any render module changes it

@@ -9,13 +9,14 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from generator import fixtures
 from generator.augment import (AugmentConfig, AugmentedSource, _colour_matrix, augment_image,
                                augmented_row_source, parse_title, prepare)
 from generator.fidelity import fidelity_report, render_fidelity_section
 from generator.privacy import GuardedSource, privacy_report, render_privacy_section
 from generator.schema import COLUMN_NAMES, arrow_schema
 from generator.sources import load_source
+
+import _gen_fixtures as fixtures  # test support, in tests/
 
 SIZE = 96  # small images keep the suite fast; the pipeline is the same at 336
 

@@ -4,10 +4,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from generator import fixtures
 from generator.fidelity import (_discretise, _ks_complement, _range_coverage, _tv_complement, fidelity_report,
                                 render_fidelity_section)
 from generator.sources import load_source
+
+import _gen_fixtures as fixtures  # test support, in tests/
 
 
 @pytest.fixture(scope="module")

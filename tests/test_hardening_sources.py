@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator import cli, fixtures, taxonomy
+from generator import cli, taxonomy
 from generator.augment import AugmentedSource
 from generator.card import SplitStats, render_card
 from generator.privacy import GuardedSource, PrivacyError, PrivacyGuard
-from generator.sources import SourceError, _number, load_source
+from generator.sources import SourceError, load_source
+from generator.sources.values import _number
+
+import _gen_fixtures as fixtures  # test support, in tests/
 
 FIXTURE = fixtures.DEFAULT_DIR
 COLUMNS = ("website_name", "competence_date", "country_code", "currency_code", "brand", "category1_code",

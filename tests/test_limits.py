@@ -6,10 +6,13 @@ import time
 
 import pytest
 
-from generator import limits, render
+from generator import limits
 from generator.api import GenerateConfig, SyntheticRows, generate_to_dir, write_run
 from generator.card import LIMITS_HEADING, render_limits_section
 from generator.catalog import Catalog, _Category3Tables
+from generator.limits.appearance import _tier_bucket
+from generator.limits.titles import _Rows
+from generator.render import shapes, surfaces
 from generator.taxonomy import load
 from generator.writer import plan_splits
 
@@ -81,7 +84,7 @@ def test_what_is_drawn_alike_comes_from_the_renderer(default):
 
 def test_merging_two_silhouettes_in_the_renderer_lowers_the_category3_limit(default, monkeypatch):
     train, test, tax, lim = default
-    monkeypatch.setitem(render._SHAPES, "loafer", render._SHAPES["boot"])   # loafers now drawn as boots
+    monkeypatch.setitem(shapes._SHAPES, "loafer", shapes._SHAPES["boot"])   # loafers now drawn as boots
     merged = limits.compute(train, test, tax)
     assert ["BOOTS", "LOAFERS"] in merged.confusable["category3"]
     assert ["boot", "loafer"] in merged.confusable["silhouette"]
@@ -91,7 +94,7 @@ def test_merging_two_silhouettes_in_the_renderer_lowers_the_category3_limit(defa
 
 def test_a_texture_drawn_like_another_lowers_the_material_limit(default, monkeypatch):
     train, test, tax, lim = default
-    monkeypatch.setitem(render._TEXTURES, "suede", render._TEXTURES["leather_grain"])
+    monkeypatch.setitem(surfaces._TEXTURES, "suede", surfaces._TEXTURES["leather_grain"])
     merged = limits.compute(train, test, tax)
     assert ["Leather", "Suede"] in merged.confusable["material"]
     assert merged.material_accuracy < lim.material_accuracy
@@ -110,14 +113,14 @@ def test_a_wider_colour_threshold_merges_more_colours(default):
 def test_titles_are_read_back_into_what_the_renderer_drew(taxonomy):
     """The labels come from the title (the rows carry no Look): they must be the catalog's own draws."""
     tax = load(taxonomy)
-    catalog, rows = Catalog(tax, seed=3), limits._Rows(tax)
+    catalog, rows = Catalog(tax, seed=3), _Rows(tax)
     for i in range(400):
         product = catalog.product(i)
         row, look = rows.parse(product.row, f"row {i}"), product.look
         assert (row.colour.name, row.colour.rgb, row.material.name, row.material.texture, row.pattern.render,
                 row.item.silhouette) == (look.colour, look.rgb, look.material, look.texture, look.pattern,
                                          look.silhouette)
-        bucket = limits._tier_bucket(_Category3Tables.of(row.c3).tier(row.full_price, row.c1.price_multiplier))
+        bucket = _tier_bucket(_Category3Tables.of(row.c3).tier(row.full_price, row.c1.price_multiplier))
         assert bucket == int(round(min(1.0, max(0.0, look.price_tier)) * 10))
 
 

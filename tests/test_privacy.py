@@ -8,12 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from generator import fixtures
 from generator.privacy import (EXACT_ROW, IDENTIFIER, IMAGE_DCR, METADATA_DCR, PII, TITLE_PRICE, GuardedSource,
                                PrivacyError, PrivacyGuard, find_pii, hamming, phash_pair, privacy_report,
                                render_privacy_section)
 from generator.schema import COLUMN_NAMES, arrow_schema
 from generator.sources import load_source
+
+import _gen_fixtures as fixtures  # test support, in tests/
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from generator import fixtures
-from generator.sources import SourceConfig, SourceError, _code, _number, load_source, row_identifiers
+from generator.sources import SourceConfig, SourceError, load_source, row_identifiers
+from generator.sources.values import _code, _number
+
+import _gen_fixtures as fixtures  # test support, in tests/
 
 FIXTURE = fixtures.DEFAULT_DIR
 

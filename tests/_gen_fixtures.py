@@ -22,7 +22,8 @@ Layout::
     manifest.json           what was planted where
     README.md               this, for people
 
-Rebuild with ``python -m generator.fixtures [OUT_DIR]``; same code, same bytes.
+Test support, not product code: it lives beside the tests (``tests/``), and the benchmarks import it
+from here too. Rebuild with ``python tests/_gen_fixtures.py [OUT_DIR]``; same code, same bytes.
 """
 from __future__ import annotations
 
@@ -475,7 +476,7 @@ def _readme(manifest: dict) -> str:
     lines = [
         "# source_catalog: a made-up catalogue in the real DBQ shape, with every quirk",
         "",
-        "Built by `python -m generator.fixtures` (deterministic). Everything here is invented: the brand "
+        "Built by `python tests/_gen_fixtures.py` (deterministic). Everything here is invented: the brand "
         "(Ashbury), products, prices, images (drawn with PIL) and identifiers (on the reserved `.test` domain). "
         "The identifiers play the part of real ones: an augmented dataset must never contain any of them.",
         "",
