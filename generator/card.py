@@ -282,27 +282,44 @@ def render_limits_section(limits: dict[str, Any]) -> str:
 
 
 def contact_sheet(rows: Iterable[dict[str, Any]], columns: int = 8, tile: int = 128) -> Image.Image:
-    """A grid of row images, each captioned with its category3 (category2 where that is "N.A.") and full price."""
+    """A grid of row images, each captioned with its category3 (category2 where that is "N.A.") and full price.
+
+    The caption has two lines, the category on the first and the price on the second, and the category's
+    font shrinks until the whole name fits: a cut name ("TRENCH COA") reads as another category.
+    """
     rows = list(rows)
     if not rows:
         return Image.new("RGB", (tile, tile), "white")
-    caption_h = max(12, tile // 8)
-    font = ImageFont.load_default(size=max(8, caption_h - 3))
+    line_h = max(12, tile // 8)
+    size = max(8, line_h - 3)
+    font = ImageFont.load_default(size=size)
     n_rows = math.ceil(len(rows) / columns)
-    sheet = Image.new("RGB", (columns * tile, n_rows * (tile + caption_h)), "white")
+    sheet = Image.new("RGB", (columns * tile, n_rows * (tile + 2 * line_h)), "white")
     draw = ImageDraw.Draw(sheet)
     for k, row in enumerate(rows):
-        x, y = (k % columns) * tile, (k // columns) * (tile + caption_h)
+        x, y = (k % columns) * tile, (k // columns) * (tile + 2 * line_h)
         with Image.open(io.BytesIO(row[IMAGE_COLUMN]["bytes"])) as img:
             sheet.paste(img.convert("RGB").resize((tile, tile), Image.Resampling.BILINEAR), (x, y))
-        price = f" {row['full_price']:,.0f}"
-        name = str(row["category3_code"])
-        if name == "N.A." and row.get("category2_code"):
-            name = str(row["category2_code"])  # "N.A." says nothing on a picture
-        while name and draw.textlength(name + price, font=font) > tile - 6:
-            name = name[:-1]  # long category names are cut so captions never overlap
-        draw.text((x + 3, y + tile + 1), name + price, fill=(40, 40, 40), font=font)
+        name = caption_name(row)
+        draw.text((x + 3, y + tile + 1), name, fill=(40, 40, 40), font=fitting_font(draw, name, tile - 6, size))
+        draw.text((x + 3, y + tile + line_h), f"{row['full_price']:,.0f}", fill=(90, 90, 90), font=font)
     return sheet
+
+
+def caption_name(row: dict[str, Any]) -> str:
+    name = str(row["category3_code"])
+    if name == "N.A." and row.get("category2_code"):
+        name = str(row["category2_code"])  # "N.A." says nothing on a picture
+    return name
+
+
+def fitting_font(draw: ImageDraw.ImageDraw, text: str, width: int, size: int, smallest: int = 5):
+    """The default font at ``size``, or smaller until ``text`` fits ``width`` (never below ``smallest``)."""
+    font = ImageFont.load_default(size=size)
+    while size > smallest and draw.textlength(text, font=font) > width:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    return font
 
 
 def png_bytes(img: Image.Image) -> bytes:

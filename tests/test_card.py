@@ -98,3 +98,30 @@ def test_contact_sheet_grid(run):
 def test_render_card_without_stats_sections_still_valid():
     text = render_card({"train": SplitStats(rows=0)}, {"source": {}}, contact_sheet=None)
     assert _header(text)["dataset_info"]["splits"][0]["num_examples"] == 0
+
+
+def test_contact_sheet_captions_keep_the_whole_category_name():
+    """A cut name ("TRENCH COA") reads as another category: the font shrinks until the name fits."""
+    from PIL import Image, ImageDraw
+
+    from generator.card import fitting_font
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    for name in ("TRENCH COATS", "WALLETS & CARD CASES", "SWEATSHIRTS & HOODIES"):
+        font = fitting_font(draw, name, 128 - 6, 13)
+        assert draw.textlength(name, font=font) <= 122, name
+
+
+def test_contact_sheet_draws_each_category_name_whole(monkeypatch):
+    from PIL import ImageDraw
+
+    source = SyntheticRows(load("burberry_us"), seed=2, num_rows=40, image_size=32)
+    rows = [dict(source(i), category3_code=name, category2_code="OUTERWEAR")
+            for i, name in enumerate(("TRENCH COATS", "WALLETS & CARD CASES", "SWEATSHIRTS & HOODIES"))]
+    drawn = []
+    real = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: (drawn.append(text),
+                                                                                      real(self, xy, text, *a, **k)))
+    contact_sheet(rows, columns=3, tile=128)
+    for name in ("TRENCH COATS", "WALLETS & CARD CASES", "SWEATSHIRTS & HOODIES"):
+        assert any(text.startswith(name) for text in drawn), (name, drawn)
