@@ -30,7 +30,9 @@ CHECKPOINTS = "checkpoints"
 # neither pruning (which would keep it and delete a good one) nor the next resume counts it.
 DAMAGED = "damaged-"
 STATE_KEYS = frozenset({"train_state", "scheduler", "rng", "config"})
-# Settings that must match for --resume to continue the same run.
+# Settings that must match for --resume to continue the same run. The speed levers (preset, speed) are
+# not among them: each leaves the loss unchanged (tests/test_finetune_speed.py), so a run may resume faster
+# or in less memory; the batch size and LoRA dropout a preset suggests are compared as resolved.
 RESUME_KEYS = ("dataset", "model", "method", "batch_size", "grad_accum", "seed", "epochs", "max_steps",
                "lora_r", "lora_alpha", "lora_dropout", "train_vision", "loss", "lr", "weight_decay", "warmup_ratio",
                "augment")

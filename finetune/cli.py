@@ -2,6 +2,7 @@
 
     run-finetune --dataset out/catalogue --model tiny --max-steps 200
     run-finetune --config run.toml --lr 1e-4           # flags win over the file
+    run-finetune --preset fast --no-fused-lora         # one speed lever (group "speed") over the preset
     run-finetune                                        # generates the default catalogue, then trains
 
 Bad input is one line on stderr starting with ``run-finetune: error:`` and exit code 2; out of memory
@@ -13,6 +14,7 @@ import argparse
 import math
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +22,8 @@ from rich.console import Console
 
 from generator.cli_parser import OneLineParser, fail, path_arg
 
-from .config import FinetuneError, load_config
-from .presets import PRESETS
+from .config import COMPILE_MODES, FinetuneError, load_config
+from .presets import LEVER_HELP, PRESETS, levers
 
 PROG = "run-finetune"
 # The product's default catalogue, as `gen-samples` makes it with no flags: both tools share its folder.
@@ -95,13 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1),
                    help="evaluate on the first N test rows")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    _add_speed_group(p)
     return p
+
+
+# The speed flags' dests carry this prefix; parse_config gathers them into FinetuneConfig.speed.
+SPEED_DEST = "speed."
+
+
+def _add_speed_group(p: argparse.ArgumentParser) -> None:
+    """One flag a lever (presets.levers), each winning over --preset and the config file's [speed] table."""
+    group = p.add_argument_group("speed", "levers one at a time; each wins over --preset and the config "
+                                          "file's [speed] table")
+    for name, annotation in levers().items():
+        flag = "--" + name.replace("_", "-")
+        kinds = typing.get_args(annotation) or (annotation,)
+        extra: dict = {}
+        if bool in kinds:
+            extra["action"] = argparse.BooleanOptionalAction
+        elif int in kinds:
+            extra.update(type=_number(flag, int, 1), metavar="N")
+        elif float in kinds:
+            extra.update(type=_number(flag, float, 0, strict=True), metavar="X")
+        elif name == "compile_mode":
+            extra["choices"] = COMPILE_MODES
+        else:
+            extra["metavar"] = name.split("_")[-1].upper()
+        group.add_argument(flag, dest=SPEED_DEST + name, help=LEVER_HELP.get(name), **extra)
 
 
 def parse_config(argv: Sequence[str] | None = None):
     """The ``FinetuneConfig`` of a command line: the config file, then the flags on top."""
     overrides = vars(build_parser().parse_args(argv))
     path = overrides.pop("config", None)
+    speed = {k[len(SPEED_DEST):]: overrides.pop(k) for k in list(overrides) if k.startswith(SPEED_DEST)}
+    if speed:
+        overrides["speed"] = speed
     return load_config(path, **overrides)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import FinetuneError
 from .models import default_method
-from .presets import PRESETS
+from .presets import PRESETS, SUGGESTIONS, levers
 
 __all__ = ["DEFAULT_QUESTION", "FinetuneConfig", "FinetuneError", "RunResult", "checked_types", "config_fields",
            "load_config"]  # FinetuneError lives in finetune/errors.py; importing it from here keeps working
@@ -61,6 +61,9 @@ class FinetuneConfig:
     loss: str = "answer"                # answer (logits at answer tokens only) | plain (the model's own loss)
     # Speed levers (finetune/speed.py): none | fast | low-memory. Compilation applies on CUDA only.
     preset: str = "none"
+    # Levers set on their own (a [speed] table, the speed flags), by SpeedConfig field name: each wins
+    # over the preset's value (presets.resolve). Empty: the preset's levers as they are.
+    speed: dict[str, bool | int | float | str | None] = field(default_factory=dict)
     # DataLoader workers per process; None: 2 on CPU, up to 6 on CUDA. Measured on an H200 with
     # phi3v-shape LoRA at batch 16: 2 workers starve the GPU (19.8 samples/s), 6 feed it (25.1).
     num_workers: int | None = None
@@ -114,6 +117,7 @@ class FinetuneConfig:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr is not None and self.lr <= 0:
             problems.append("--lr must be positive")
+        problems += _lever_ranges(self.speed)
         from .tokenizer import IMAGE
 
         markers = [m for m in (IMAGE, "<image>") if m in self.question]  # Phi-3's and Llava's image markers
@@ -173,6 +177,24 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+# torch.compile's modes (None: its default).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _lever_ranges(speed: dict[str, Any]) -> list[str]:
+    """What is wrong with the values of levers set on their own (their types are checked already)."""
+    problems = []
+    budget = speed.get("activation_memory_budget")
+    if budget is not None and not 0 < budget <= 1:
+        problems.append("--activation-memory-budget must be in (0, 1]")
+    if speed.get("pad_to_multiple_of", 1) < 1:
+        problems.append("--pad-to-multiple-of must be at least 1")
+    mode = speed.get("compile_mode")
+    if mode is not None and mode not in COMPILE_MODES:
+        problems.append(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")
+    return problems
+
+
 def config_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in fields(FinetuneConfig)}
 
@@ -218,25 +240,53 @@ def checked_types(values: dict[str, Any], where: str) -> dict[str, Any]:
     """``values`` (known setting names) checked against ``FinetuneConfig``'s annotations; ints given
     for float settings become floats. Every mismatch is named in one ``FinetuneError`` line."""
     hints = typing.get_type_hints(FinetuneConfig)
-    problems, checked = [], {}
-    for name, value in values.items():
-        allowed = _allowed(hints[name])
-        if not all(t in _ACCEPTS for t in allowed):  # a new field type: teach _ACCEPTS about it
-            raise TypeError(f"FinetuneConfig.{name}: no type check for {hints[name]}")
-        if not any(_ACCEPTS[t][1](value) for t in allowed):
-            expected = " or ".join(_ACCEPTS[t][0] for t in allowed)
-            problems.append(f"{name} must be {expected}, not {_shown(value)}")
-        checked[name] = float(value) if float in allowed and _is_number(value) else value
+    problems: list[str] = []
+    checked = {name: (_checked_speed(value, problems) if name == "speed" else
+                      _checked_value(name, value, hints[name], problems, "FinetuneConfig"))
+               for name, value in values.items()}
     if problems:
         raise FinetuneError(f"{where}: {'; '.join(problems)}")
     return checked
 
 
+def _checked_value(name: str, value: Any, annotation: Any, problems: list[str], owner: str) -> Any:
+    """``value`` if it has ``annotation``'s type (an int for a float becomes a float); else a problem."""
+    allowed = _allowed(annotation)
+    if not all(t in _ACCEPTS for t in allowed):  # a new field type: teach _ACCEPTS about it
+        raise TypeError(f"{owner}.{name}: no type check for {annotation}")
+    if not any(_ACCEPTS[t][1](value) for t in allowed):
+        expected = " or ".join(_ACCEPTS[t][0] for t in allowed)
+        problems.append(f"{name} must be {expected}, not {_shown(value)}")
+    return float(value) if float in allowed and _is_number(value) else value
+
+
+def _checked_speed(table: Any, problems: list[str]) -> Any:
+    """The [speed] table: lever names (dashes allowed) with SpeedConfig's types; unknown ones listed."""
+    if not isinstance(table, dict):
+        problems.append(f"speed must be a table of speed levers, not {_shown(table)}")
+        return table
+    known = levers()
+    odd = [k for k in table if not isinstance(k, str)]
+    if odd:
+        problems.append(f"speed: lever names are text, not {_shown(odd[0])}")
+        return table
+    table = {k.replace("-", "_"): v for k, v in table.items()}
+    unknown = sorted(k for k in table if k not in known)
+    if unknown:
+        also = [k for k in unknown if k in SUGGESTIONS]
+        hint = f" ({', '.join(also)}: a setting of its own, outside [speed])" if also else ""
+        problems.append(f"unknown speed lever(s) {', '.join(unknown)}{hint}; levers: {', '.join(known)}")
+        return table
+    return {k: _checked_value(f"speed.{k}", v, known[k], problems, "SpeedConfig") for k, v in table.items()}
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
     """A config from a TOML or YAML file (keys as in ``FinetuneConfig``, dashes allowed), then overrides.
 
-    A file may hold its settings at top level or under a ``[finetune]`` table. Every value must have
-    its setting's type (a boolean is true or false, never a string): one line names each that does not.
+    A file may hold its settings at top level or under a ``[finetune]`` table; speed levers go in a
+    ``[speed]`` table (``speed:`` in YAML) keyed by ``SpeedConfig`` field, and ``speed=`` overrides merge
+    into it lever by lever. Every value must have its setting's type (a boolean is true or false, never
+    a string): one line names each that does not.
     """
     values: dict[str, Any] = {}
     if path is not None:
@@ -247,7 +297,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> FinetuneCon
         raise FinetuneError(f"unknown setting(s) {', '.join(unknown)} in {path or 'overrides'}; "
                             f"known: {', '.join(known)}")
     values = checked_types(values, f"config file {str(path)!r}")
-    values.update(checked_types(overrides, "overrides"))
+    overrides = checked_types(overrides, "overrides")
+    if "speed" in overrides and "speed" in values:  # a lever's flag wins over the file's, the others stay
+        overrides["speed"] = {**values["speed"], **overrides["speed"]}
+    values.update(overrides)
     return FinetuneConfig(**values).validate()
 
 
@@ -280,7 +333,8 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FinetuneError(f"config file {name} must hold a table of settings")
     if isinstance(data.get("finetune"), dict):
-        data = data["finetune"]
+        # A [speed] table beside [finetune] (rather than [finetune.speed]) belongs to it too.
+        data = {**({"speed": data["speed"]} if "speed" in data else {}), **data["finetune"]}
     odd = [k for k in data if not isinstance(k, str)]
     if odd:
         raise FinetuneError(f"config file {name}: setting names are text, not {_shown(odd[0])}")

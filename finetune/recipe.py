@@ -154,15 +154,17 @@ class Recipe:
     def _setup_speed(self) -> None:
         """The preset's levers, the image feature cache, and the loss as the module a step calls."""
         cfg, console = self.cfg, self.console
-        self.speed = speed = speed_mod.resolve(cfg.preset, cuda=self.device.type == "cuda")
-        if speed != speed_mod.preset(cfg.preset):
-            console.print(f"--preset {cfg.preset}: no compilation on {self.device.type} (it pays on CUDA only)")
+        self.speed = speed = speed_mod.resolve(cfg.preset, cfg.speed, cuda=self.device.type == "cuda")
+        # Who turned the levers on: the preset, and the levers set on their own ([speed], speed flags).
+        who = f"--preset {cfg.preset}" + (f" with {', '.join(cfg.speed)} set alone" if cfg.speed else "")
+        if speed != speed_mod.preset(cfg.preset, **cfg.speed):
+            console.print(f"{who}: no compilation on {self.device.type} (it pays on CUDA only)")
         if speed_mod.apply_speed(self.model, speed) == 0 and speed.compile_layers:
-            console.print(f"--preset {cfg.preset}: no transformer blocks of {cfg.model} to compile; they run eager")
+            console.print(f"{who}: no transformer blocks of {cfg.model} to compile; they run eager")
         self.maskless = speed.maskless and speed_mod.maskless_supported(self.model)
         self.cache = None
         if speed.cache_image_features and cfg.augment:
-            console.print(f"--preset {cfg.preset}: no image feature cache (the training images are augmented)")
+            console.print(f"{who}: no image feature cache (the training images are augmented)")
         elif speed.cache_image_features:
             self.cache, said = feature_cache.for_run(self.model, rows=len(self.splits["train"]), device=self.device,
                                                      kind=cfg.loss, sharded=self.fsdp, processes=self.dist.world)

@@ -35,13 +35,14 @@ needs no grad, the others' do) and one vision graph, all made in the warm-up ste
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from . import answer_mlp, fused_lora
+from . import answer_mlp, fused_lora, presets
 from .families.llava import llava_backbone
 from .presets import PRESETS, SpeedConfig, preset
 
@@ -131,9 +132,7 @@ def maskless_supported(model: nn.Module) -> bool:
     return llava_backbone(model) is not None
 
 
-def resolve(name: str, *, cuda: bool) -> SpeedConfig:
-    """The preset for a run: compilation only where it pays (CUDA)."""
-    cfg = preset(name)
-    if cfg.compile_layers and not cuda:
-        cfg = replace(cfg, compile_layers=False, activation_memory_budget=1.0)
-    return cfg
+def resolve(name: str, overrides: Mapping[str, Any] | None = None, *, cuda: bool) -> SpeedConfig:
+    """The run's levers: the preset, then the levers set on their own; compilation on CUDA only
+    (``presets.resolve``)."""
+    return presets.resolve(name, overrides, cuda=cuda)

@@ -171,8 +171,8 @@ def test_a_run_with_the_lever_serves_later_epochs_from_the_cache(tmp_path, monke
     from finetune.train import train
 
     real = speed_mod.resolve
-    monkeypatch.setattr(speed_mod, "resolve", lambda name, *, cuda: replace(real(name, cuda=cuda),
-                                                                             cache_image_features=True))
+    monkeypatch.setattr(speed_mod, "resolve", lambda name, overrides=None, *, cuda: replace(
+        real(name, overrides, cuda=cuda), cache_image_features=True))
     data = fx.dataset_dir(tmp_path / "data", n_train=16, n_test=4)
     text = io.StringIO()
     # 16 rows in batches of 8: 2 batches an epoch, so 6 steps are 3 epochs and 4 of them are served.
