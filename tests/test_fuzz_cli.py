@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -1023,6 +1024,13 @@ def _typed(annotation) -> st.SearchStrategy:
         else (annotation,)
     options = []
     for part in parts:
+        if typing.get_origin(part) is dict:  # the [speed] table: lever names (and junk) to values of any type
+            from finetune.presets import SpeedConfig
+
+            levers = st.sampled_from([f.name for f in dataclasses.fields(SpeedConfig)] + ["junk", ""])
+            values = st.booleans() | st.integers(-2, 20) | st.floats(-1, 2) | st.text(FILE_CHARS, max_size=5)
+            options.append(st.dictionaries(levers, values, max_size=3))
+            continue
         options.append({bool: st.booleans(), int: st.integers(-3, 40) | st.sampled_from([2**31, 2**32, 2**63, -2**63]),
                         float: st.floats(-1e3, 1e3) | st.sampled_from([0.0, -1.0, 1e308, 0.999, 1.0]),
                         str: st.sampled_from(["tiny", "lora", "full", "fast", "none", "low-memory", "answer", "plain",
