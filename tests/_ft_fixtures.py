@@ -142,3 +142,24 @@ def text_only_model(out: Path) -> Path:
     Phi3ForCausalLM(config).save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+def train_killed_after(config, step: int) -> None:
+    """Run ``config`` and stop it after optimizer step ``step``, as Ctrl-C would (a KeyboardInterrupt)."""
+    import pytest
+
+    from finetune.train import train
+
+    def kill(done: int) -> None:
+        if done == step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_step=kill)
+
+
+def checkpoint_weights(out: Path, step: int) -> dict:
+    """The trainable tensors a run in ``out`` saved at ``step``."""
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _ft_fixtures import dataset_dir, tiny_config  # noqa: E402
+from _ft_fixtures import checkpoint_weights, dataset_dir, tiny_config, train_killed_after  # noqa: E402
 
 from finetune.config import FinetuneError  # noqa: E402
 from finetune.train import latest_checkpoint, train  # noqa: E402
@@ -18,12 +18,6 @@ def _datasets_cache(tmp_path, monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
-
-
-def _weights(out, step: int) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -37,25 +31,20 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, augment):
     straight = train(tiny_config(data, tmp_path / "straight", **settings))
     assert straight.steps == 6 and straight.resumed_from is None
 
-    def kill(step: int) -> None:
-        if step == 3:
-            raise KeyboardInterrupt
-
     out = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(data, out, **settings), on_step=kill)
+    train_killed_after(tiny_config(data, out, **settings), 3)
     assert latest_checkpoint(out).name == "step-00000002"
 
     resumed = train(tiny_config(data, out, resume=True, **settings))
     assert resumed.resumed_from == 2 and resumed.steps == 6
     assert resumed.samples_seen == straight.samples_seen
 
-    expected, got = _weights(tmp_path / "straight", 6), _weights(out, 6)
+    expected, got = checkpoint_weights(tmp_path / "straight", 6), checkpoint_weights(out, 6)
     assert expected.keys() == got.keys() and len(expected) > 10
     different = [name for name in expected if not torch.equal(expected[name], got[name])]
     assert not different, different[:5]
     # The comparison means something: the weights moved between the checkpoint and the end.
-    start = _weights(tmp_path / "straight", 4)
+    start = checkpoint_weights(tmp_path / "straight", 4)
     assert any(not torch.equal(start[n], expected[n]) for n in expected)
     assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
 

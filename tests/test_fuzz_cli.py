@@ -62,6 +62,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from generator import cli as gen_cli  # noqa: E402
 from generator.taxonomy import BUILTIN_DIR  # noqa: E402
+from test_hardening_sources import COLUMNS, _row as source_row  # noqa: E402  (one source-row shape)
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_FIXTURE = REPO / "samples" / "source_catalog"
@@ -604,11 +605,6 @@ def test_gen_samples_hostile_taxonomy(tmp_path, template_run, taxonomy, extra):
 # gen-samples --source: hostile tables
 
 
-COLUMNS = ("website_name", "competence_date", "country_code", "currency_code", "brand", "category1_code",
-           "category2_code", "category3_code", "product_code", "title", "itemurl", "imageurl", "full_price",
-           "price", "full_price_eur", "price_eur", "flg_discount", "local_image_path")
-TITLES = ("Check Wool Scarf", "Black Leather Tote Bag", "Honey Trench Coat", "Stripe Cotton Shirt",
-          "Navy Cashmere Sweater", "Beige Canvas Backpack", "Grey Wool Beanie", "Red Silk Dress")
 HOSTILE_CELLS = {
     "price": ["1.990,00 €", "2 500,50", "$1,290.00", "0x10", "1e308", "1e309", "-5", "0", "nan", "inf", "-inf",
               "1e-320", "", "１２３", "٣٠٠", "1,2,3", "12 USD 50", "1.990.00", "US$ 90", "9" * 400, "€", "N/A"],
@@ -640,12 +636,7 @@ def source_plan(draw) -> dict:
     n = draw(st.integers(0, 8))
     rows = []
     for k in range(n):
-        row = {"website_name": "Shop", "competence_date": "2023-11-17", "country_code": "USA", "currency_code": "USD",
-               "brand": "SHOP", "category1_code": "WOMAN", "category2_code": "ACCESSORIES",
-               "category3_code": f"CAT{k % 3}", "product_code": str(80_000_000 + k), "title": TITLES[k % len(TITLES)],
-               "itemurl": f"https://shop.test/p{80_000_000 + k}", "imageurl": "", "full_price": str(390 + 100 * k),
-               "price": "", "full_price_eur": "", "price_eur": "", "flg_discount": "0",
-               "local_image_path": f"images/{k}.jpg"}
+        row = source_row(k)
         for column in draw(st.lists(st.sampled_from(COLUMNS), max_size=2)):
             row[column] = draw(st.sampled_from(HOSTILE_CELLS[_cell_kind(column)]) | st.text(FILE_CHARS, max_size=8))
         rows.append(row)

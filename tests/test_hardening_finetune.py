@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _ft_fixtures import dataset_dir, tiny_config  # noqa: E402
+from _ft_fixtures import checkpoint_weights, dataset_dir, tiny_config, train_killed_after  # noqa: E402
 
 from finetune import cli  # noqa: E402
 from finetune.config import FinetuneConfig, FinetuneError, load_config  # noqa: E402
@@ -188,25 +188,14 @@ def test_too_few_readable_rows_stop_before_training(capsys, tmp_path, n_train, c
 # 10. A damaged latest checkpoint: --resume falls back to the previous one
 
 
-def _weights(out: Path, step: int) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
-
-
 @pytest.mark.parametrize("damaged", ["trainable.safetensors", "optimizer.pt", "state.pt"])
 def test_resume_falls_back_from_a_damaged_checkpoint(capsys, tmp_path, damaged):
     data = dataset_dir(tmp_path / "data", n_train=16, n_test=2)
     settings = dict(max_steps=4, save_every=1, save_final=False, max_eval_samples=2)
     straight = train(tiny_config(data, tmp_path / "straight", **settings))
 
-    def kill(step: int) -> None:
-        if step == 3:
-            raise KeyboardInterrupt
-
     out = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(data, out, **settings), on_step=kill)
+    train_killed_after(tiny_config(data, out, **settings), 3)
     latest = latest_checkpoint(out)
     assert latest.name == "step-00000003"
     file = latest / damaged
@@ -222,7 +211,7 @@ def test_resume_falls_back_from_a_damaged_checkpoint(capsys, tmp_path, damaged):
     assert "resuming from" in said and "(step 2 of 4)" in said
     assert (out / "checkpoints" / "damaged-step-00000003" / damaged).is_file()   # kept for a look, not reused
     # The run went on from step 2 as if never interrupted: the same weights as the straight run.
-    expected, got = _weights(tmp_path / "straight", 4), _weights(out, 4)
+    expected, got = checkpoint_weights(tmp_path / "straight", 4), checkpoint_weights(out, 4)
     assert all(torch.equal(expected[n], got[n]) for n in expected) and expected.keys() == got.keys()
     assert json.loads((out / "metrics.json").read_text())["train"]["samples"] == straight.samples_seen
 
@@ -259,13 +248,8 @@ def test_resumed_final_tokenizer_config_gains_no_loader_keys(tmp_path):
     settings = dict(max_steps=2, save_every=1, max_eval_samples=2)
     train(tiny_config(data, tmp_path / "straight", **settings))
 
-    def kill(step: int) -> None:
-        if step == 1:
-            raise KeyboardInterrupt
-
     out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(data, out, **settings), on_step=kill)
+    train_killed_after(tiny_config(data, out, **settings), 1)
     assert train(tiny_config(data, out, resume=True, **settings)).resumed_from == 1
     straight = json.loads((tmp_path / "straight" / "final" / "tokenizer_config.json").read_text())
     resumed = json.loads((out / "final" / "tokenizer_config.json").read_text())

@@ -6,7 +6,6 @@ card, no empty data/, no temporary file. Workers die with the parent and stay qu
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -20,9 +19,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from generator import api, cli
+from generator import api
 from generator.api import GenerateConfig, GenerateError, SyntheticRows, write_run
 from generator.taxonomy import load
+from test_cli import _run, _snapshot  # main(argv) -> (code, stderr lines); a folder's file digests
 
 SMALL = ["--rows", "12", "--image-size", "32", "--quiet"]
 SHARDED = ["--rows", "30", "--image-size", "32", "--rows-per-shard", "10", "--quiet", "--num-proc", "1"]
@@ -30,18 +30,6 @@ SOURCE = Path(__file__).resolve().parent.parent / "samples" / "source_catalog"
 HINT = "gen-samples: interrupted; complete shards are kept: run the same command with --resume to finish"
 
 
-def _run(argv, capsys):
-    """main(argv) -> (exit code, stderr lines)."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err.strip().splitlines()
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
 
 
 def _temporaries(root: Path) -> list[str]:
