@@ -25,8 +25,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from generator.card import SplitStats
+from generator.interrupts import ignore_sigint_in_worker, sigint_held
 from generator.permutation import permute, round_keys
 from generator.schema import COLUMN_NAMES, IMAGE_COLUMN, METADATA_COLUMNS, arrow_schema
 
@@ -338,9 +339,10 @@ def _run_jobs(source, out, plan, todo, num_proc, progress):
 
     workers = min(num_proc, len(todo)) - 1
     jobs: list = []
-    with _sigint_ignored():  # the workers start with Ctrl-C ignored (exec keeps an ignored signal)
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source, ticks, claimed, os.getpid()))
-    with pool:
+    with ExitStack() as stack:
+        with sigint_held():  # workers are born deaf to Ctrl-C; one pressed meanwhile is raised right after,
+            pool = stack.enter_context(  # where leaving the stack terminates the pool
+                ctx.Pool(workers, initializer=_init_worker, initargs=(source, ticks, claimed, os.getpid())))
         jobs = [pool.apply_async(_worker_loop, (str(out), plan, todo)) for _ in range(workers)]
         while (spec := _claim(claimed, todo)) is not None:
             yield write_shard(source, out, plan, spec, mine)
@@ -360,31 +362,13 @@ def _claim(claimed, todo: list[ShardSpec]) -> ShardSpec | None:
     return todo[k]
 
 
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C while worker processes are started, so that they inherit "ignored" from birth.
-
-    Ctrl-C reaches every process of the terminal's foreground group: only the parent should react
-    (it stops the pool and prints one hint); a worker would print a KeyboardInterrupt traceback, even
-    while still importing, before its initializer could run. Python keeps an ignored SIGINT at startup.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; _init_worker still ignores it later
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 _WORKER: dict[str, Any] = {}
 PARENT_POLL_S = 0.2
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def _init_worker(source: RowSource, ticks, claimed, parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent reports Ctrl-C and terminates us
+    ignore_sigint_in_worker()  # the parent reports Ctrl-C and terminates us
     ticks.cancel_join_thread()  # progress ticks nobody will read must not hold up a worker's exit
     _die_with_parent(parent)
     _WORKER.update(source=source, ticks=ticks, claimed=claimed)

@@ -409,7 +409,6 @@ def test_ctrl_c_while_the_privacy_report_is_measured_is_one_hint_too(tmp_path):
     try:
         scanners = _wait_for(lambda: _report_workers(proc.pid), timeout=240, step=0.02)
         assert scanners, "the privacy report was never measured in worker processes"
-        time.sleep(0.1)  # past the fork, into the pool's initializer
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 130, stderr

@@ -29,13 +29,17 @@ def privacy_report(rows: Any, source: SourceCatalog | None, level: str = "strict
     files = _shard_files(rows) if isinstance(rows, (str, Path)) else None
     if files is not None and num_proc > 1 and len(files) > 1:
         import multiprocessing as mp
-        import signal
+        from contextlib import ExitStack
         from functools import partial
 
+        from generator.interrupts import ignore_sigint_in_worker, sigint_held
+
         # fork: the guard (and the source's images in it) is inherited, not pickled per task. Workers
-        # ignore Ctrl-C: the parent alone reports it (a worker would print a KeyboardInterrupt traceback).
-        with mp.get_context("fork").Pool(min(num_proc, len(files)), initializer=signal.signal,
-                                         initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        # leave Ctrl-C to the parent alone (a worker would print a KeyboardInterrupt traceback).
+        with ExitStack() as stack:
+            with sigint_held():  # a Ctrl-C meanwhile is raised on leaving, and the stack terminates the pool
+                pool = stack.enter_context(
+                    mp.get_context("fork").Pool(min(num_proc, len(files)), initializer=ignore_sigint_in_worker))
             parts = pool.map(partial(_scan, guard=guard), [[f] for f in files])
     else:
         parts = [_scan(files if files is not None else rows, guard)]

@@ -1,0 +1,40 @@
+"""Ctrl-C while workers start: held back from the workers, never lost for the parent."""
+import multiprocessing as mp
+import os
+import signal
+
+import pytest
+
+from generator.interrupts import ignore_sigint_in_worker, sigint_held
+
+posix_only = pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal mask on this system")
+
+
+@posix_only
+def test_a_ctrl_c_pressed_while_workers_start_is_raised_after_not_lost():
+    # The old code ignored SIGINT in this window: the run went on and exited 0 (a flaky hardening test).
+    reached_end_of_block = False
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached_end_of_block = True
+    assert reached_end_of_block  # held back until the block ends, then raised once
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+
+
+def _report_sigint() -> tuple[bool, bool]:
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN, blocked
+
+
+@posix_only
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_workers_are_born_with_ctrl_c_held_and_end_up_ignoring_it(method):
+    if method not in mp.get_all_start_methods():
+        pytest.skip(f"no {method} here")
+    ctx = mp.get_context(method)
+    with sigint_held():
+        pool = ctx.Pool(1, initializer=ignore_sigint_in_worker)
+    with pool:
+        ignored, blocked = pool.apply(_report_sigint)
+    assert ignored and not blocked
