@@ -27,7 +27,7 @@ WORKERS = (0, 2)
 def tiny(tokenizer):
     import torch
 
-    from finetune.models import build_builtin
+    from finetune.builtins import build_builtin
 
     return build_builtin(MODEL, tokenizer, device="cpu", dtype=torch.float32)
 

@@ -39,7 +39,7 @@ def _config(model: str, **overrides):
 def _build(model: str, tokenizer, device: str):
     import torch
 
-    from finetune.models import build_builtin
+    from finetune.builtins import build_builtin
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return build_builtin(model, tokenizer, device=device, dtype=dtype)

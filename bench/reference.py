@@ -206,7 +206,7 @@ def run_reference(model: str, tokenizer, rows, *, steps: int = 10, warmup: int =
     """
     import torch
 
-    from finetune.models import build_builtin
+    from finetune.builtins import build_builtin
 
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FinetuneError
-from .models import default_method
+from .builtins import default_method
 from .presets import PRESETS, SUGGESTIONS, levers
 
 __all__ = ["DEFAULT_QUESTION", "FinetuneConfig", "FinetuneError", "RunResult", "checked_types", "config_fields",

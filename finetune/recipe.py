@@ -31,12 +31,14 @@ from . import data as data_mod
 from . import distributed
 from . import evaluate as eval_mod
 from . import feature_cache
+from . import builtins
 from . import models as models_mod
 from . import speed as speed_mod
 from .checkpoints import TrainState, atomic_dir, latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from .config import FinetuneConfig, RunResult
 from .errors import FinetuneError
 from .families import core_model
+from .loaded_model import LoadedModel
 from .loss import with_host_indices
 from .step import StepOutput, TrainStep
 from .tokenizer import END, IMAGE, train_tokenizer
@@ -143,7 +145,7 @@ class Recipe:
         out.mkdir(parents=True, exist_ok=True)
         self.prompt = data_mod.build_prompt(self.loaded, cfg.question)
         self.model = prepare_model(self.loaded, cfg)
-        if not models_mod.is_builtin(cfg.model) and self.device.type == "cpu":
+        if not builtins.is_builtin(cfg.model) and self.device.type == "cpu":
             self.model.to(self.device)
         if dist.is_main:
             (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -176,7 +178,7 @@ class Recipe:
         """AdamW and the warmup-cosine schedule over the run's steps; a resumed run's state."""
         cfg, loaded = self.cfg, self.loaded
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.lr = cfg.lr or models_mod.default_lr(cfg.model, cfg.method, loaded.default_lr)
+        self.lr = cfg.lr or builtins.default_lr(cfg.model, cfg.method, loaded.default_lr)
         self.optimizer = torch.optim.AdamW(self.trainable, lr=self.lr, weight_decay=cfg.weight_decay,
                                            fused=self.device.type == "cuda")
         lengths = data_mod.answer_lengths(self.splits["train"], loaded.tokenizer, loaded.end_token)
@@ -393,9 +395,9 @@ def check_usable_rows(train_split, cfg: FinetuneConfig) -> None:
                         f"{cfg.batch_size}): lower --batch-size or add rows to {where}")
 
 
-def load_model(cfg: FinetuneConfig, splits, out: Path, device, dtype) -> models_mod.LoadedModel:
+def load_model(cfg: FinetuneConfig, splits, out: Path, device, dtype) -> LoadedModel:
     """The model and processor; a built-in model's tokenizer is trained once and saved with the run."""
-    if not models_mod.is_builtin(cfg.model):
+    if not builtins.is_builtin(cfg.model):
         return models_mod.load_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=dtype,
                                           device=device)
     saved = out / "processor"
@@ -408,13 +410,13 @@ def load_model(cfg: FinetuneConfig, splits, out: Path, device, dtype) -> models_
     else:
         texts = data_mod.training_texts(splits["train"], data_mod.phi3_prompt(cfg.question, IMAGE), END)
         tokenizer = train_tokenizer(texts, vocab_size=cfg.tokenizer_vocab_size)
-    loaded = models_mod.build_builtin(cfg.model, tokenizer, device=device, dtype=dtype, seed=cfg.seed)
+    loaded = builtins.build_builtin(cfg.model, tokenizer, device=device, dtype=dtype, seed=cfg.seed)
     if not saved.is_dir():
         atomic_dir(saved, loaded.processor.save_pretrained)
     return loaded
 
 
-def prepare_model(loaded: models_mod.LoadedModel, cfg: FinetuneConfig):
+def prepare_model(loaded: LoadedModel, cfg: FinetuneConfig):
     """LoRA (peft) or full fine-tuning; the vision side trains or stays frozen as configured.
 
     LoRA goes on the decoder's linear layers only. When the vision side trains (the random tiny

@@ -14,7 +14,7 @@ from finetune.data import INDEX_KEY, Collator, build_prompt  # noqa: E402
 from finetune.families import core_model  # noqa: E402
 from finetune.feature_cache import ImageFeatureCache, for_run  # noqa: E402
 from finetune.loss import ROWS_KEY, LossModule, tower_features, with_host_indices  # noqa: E402
-from finetune.models import build_builtin  # noqa: E402
+from finetune.builtins import build_builtin  # noqa: E402
 from finetune.train import prepare_model  # noqa: E402
 
 ROWS = 12

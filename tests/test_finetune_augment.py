@@ -9,7 +9,7 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION  # noqa: E402
 from finetune.data import EPOCH_KEY, AcrossEpochs, Collator, LengthGroupedBatchSampler, RowsDataset, build_prompt  # noqa: E402
-from finetune.models import build_builtin  # noqa: E402
+from finetune.builtins import build_builtin  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from finetune.data import (IGNORE_INDEX, AcrossEpochs, Collator, LengthGroupedBa
                            build_prompt, model_inputs)
 from finetune.loss import (ANSWER_INDEX_KEY, answer_index, answer_loss, compute_loss, plain_loss,  # noqa: E402
                            with_answer_index)
-from finetune.models import build_builtin  # noqa: E402
+from finetune.builtins import build_builtin  # noqa: E402
 from finetune.tokenizer import END, IMAGE  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 from finetune.config import DEFAULT_QUESTION  # noqa: E402
 from finetune.data import Collator, build_prompt, model_inputs  # noqa: E402
 from finetune.loss import backbone_hidden_states  # noqa: E402
-from finetune.models import build_builtin  # noqa: E402
+from finetune.builtins import build_builtin  # noqa: E402
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]

@@ -12,7 +12,7 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 from finetune.config import DEFAULT_QUESTION, FinetuneConfig, FinetuneError  # noqa: E402
 from finetune.data import Collator, build_prompt  # noqa: E402
 from finetune.loss import LossModule, compute_loss  # noqa: E402
-from finetune.models import build_builtin  # noqa: E402
+from finetune.builtins import build_builtin  # noqa: E402
 from finetune.speed import (PRESETS, SpeedConfig, apply_speed, drop_causal_mask, maskless_supported,  # noqa: E402
                             resolve)
 from finetune.step import TrainStep  # noqa: E402

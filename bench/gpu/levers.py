@@ -190,7 +190,7 @@ def measure_one(name: str, splits, tokenizer, warmup: int, steps: int, model: st
 
     from bench.ours import LoopStep
     from finetune.config import FinetuneConfig
-    from finetune.models import build_builtin
+    from finetune.builtins import build_builtin
     from finetune.speed import SpeedConfig
 
     overrides, speed_overrides, variant = CONFIGS[name]
