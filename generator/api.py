@@ -27,9 +27,14 @@ import pyarrow.parquet as pq
 
 from generator import fingerprint, hub
 from generator import taxonomy as taxonomy_mod
-from generator.card import CARD_FILENAME, CONTACT_SHEET_FILENAME, contact_sheet, png_bytes, render_card
+from generator.card import (CARD_FILENAME, CONTACT_SHEET_FILENAME, REPORT_HEADING, contact_sheet, png_bytes, render_card,
+                            render_report_section)
 from generator.catalog import Catalog, Product
 from generator.privacy import GuardedSource, PrivacyError
+from generator.report import REPORT_FILENAME, ReportError, card_figures, write_dataset_report
+from generator.report import page as report_page  # HTML shell and section helpers, for other reports
+from generator.report import svg as report_svg    # Figure and SVG charts: bar, histogram, box plot, treemap, ...
+from generator.report.raster import png as figure_png
 from generator.schema import IMAGE_COLUMN
 from generator.taxonomy import Taxonomy
 from generator.writer import (DATA_DIR, MANIFEST_DIR, RowSource, SplitPlan, WriteError, WriteResult,
@@ -298,7 +303,8 @@ def _write(config: GenerateConfig, source: RowSource, catalog, plan: SplitPlan, 
             source, work, plan, num_proc=config.num_proc, shard=shard,
             on_start=lambda total, done: bar.update(task, total=total, completed=done),
             progress=lambda rows: bar.advance(task, rows))
-    if not result.complete:
+    if not result.complete:  # a fleet machine: the report of the shards there so far (the last one writes it all)
+        write_dataset_report(work, num_proc=config.num_proc)
         return result, None
     from generator.quality import write_reports
 
@@ -308,7 +314,9 @@ def _write(config: GenerateConfig, source: RowSource, catalog, plan: SplitPlan, 
                             source_report=inner.report() if catalog is not None else None,
                             rejections=result.rejections(), num_proc=config.num_proc,
                             taxonomy=inner.taxonomy if isinstance(inner, SyntheticRows) else None)
-    write_card(work, result, extra_sections={**reports.sections, **(extra_sections or {})})
+    write_dataset_report(work, num_proc=config.num_proc)  # report.html and the card's figures
+    report = {REPORT_HEADING: render_report_section(card_figures(work), REPORT_FILENAME)}
+    write_card(work, result, extra_sections={**report, **reports.sections, **(extra_sections or {})})
     if work != out:
         _swap_in(work, out)
     return result, reports

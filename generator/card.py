@@ -240,6 +240,22 @@ def render_card(
 
 
 # --------------------------------------------------------------------------------------------------
+# The HTML report (generator.report writes it and the figures)
+
+REPORT_HEADING = "Browse the rows"
+
+
+def render_report_section(figures: Iterable[tuple[str, str]], report: str = "report.html") -> str:
+    """The card section that links ``report`` and embeds its ``figures`` ((PNG file, alt text) pairs)."""
+    lines = [f"[`{report}`]({report}) beside this card is one self-contained page (no network needed): a filterable, "
+             "paginated gallery of every row with its thumbnail, the distributions, and the privacy (and, for "
+             "augmented runs, fidelity) reports as charts. Download it and open it in a browser; "
+             f"`gen-samples report DIR` rebuilds it.", ""]
+    lines += [f"![{md_text(alt)}]({name})" for name, alt in figures]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
 # The data's own limit (generator.limits computes it; limits.json holds the numbers)
 
 LIMITS_HEADING = "What a perfect image reader could score"

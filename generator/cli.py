@@ -4,6 +4,7 @@
     gen-samples --rows 1000000 --shard 3/16 --out /shared/run        # one machine of a fleet
     gen-samples push out/catalogue --repo user/name [--private]       # push a run written earlier
     gen-samples push out/catalogue --repo user/name --force           # even an incomplete / failed one
+    gen-samples report out/catalogue                                  # (re)build report.html of a run
 
 Bad input is one line on stderr starting with ``gen-samples: error:`` and exit code 2, with nothing
 written.
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = GenerateConfig()
     p = OneLineParser(prog=PROG, description="Generate a synthetic product catalogue (images + metadata) as parquet "
-                "shards with a dataset card. `gen-samples push DIR --repo ID` pushes a run written earlier.")
+                "shards with a dataset card and report.html. `gen-samples push DIR --repo ID` pushes a run written earlier; "
+                "`gen-samples report DIR` rebuilds its report.")
     p.add_argument("--rows", type=_positive_int("--rows"), default=d.rows, help=f"rows in all (default {d.rows})")
     p.add_argument("--seed", type=_non_negative_int("--seed"), default=d.seed, help="same seed, same bytes")
     p.add_argument("--out", type=path_arg("--out"), default=None, help="output folder (default out/<taxonomy>-<rows>rows-seed<seed>)")
@@ -139,11 +141,24 @@ def build_push_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_report_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=f"{PROG} report", error_prog=PROG,
+                      description="(Re)build report.html (and the card's report_*.png figures) of a folder gen-samples wrote.")
+    p.add_argument("dir", type=path_arg("dir"), help="the folder gen-samples wrote")
+    p.add_argument("--num-proc", type=_positive_int("--num-proc"), default=default_workers(),
+                   help="processes that make the thumbnails (default: this machine's cores, up to 8; same bytes)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["push"]:
         args = build_push_parser().parse_args(argv[1:])
         return _push(args.dir, args.repo or None, args.private, force=args.force)
+    if argv[:1] == ["report"]:
+        args = build_report_parser().parse_args(argv[1:])
+        return _report(args.dir, args.num_proc, args.quiet)
     args = build_parser().parse_args(argv)
     return _generate(args)
 
@@ -186,6 +201,23 @@ def _generate(args: argparse.Namespace) -> int:
         if not report.complete:
             _fail("--push needs a complete run; push once every shard is written")
         return _push(str(report.out), args.push or None, args.private)
+    return 0
+
+
+def _report(folder: str, num_proc: int, quiet: bool) -> int:
+    import time
+
+    from generator.api import ReportError, write_dataset_report
+
+    t0 = time.perf_counter()
+    try:
+        path = write_dataset_report(folder, num_proc=num_proc)
+    except ReportError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot write the report into {folder}: {err.strerror or err}")
+    if not quiet:
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -579,6 +579,20 @@ def test_generate_then_push_what_the_writer_wrote(hub, tmp_path):
     assert hub_rows(hub, repo) == local_rows(out) and sum(map(len, local_rows(out).values())) == 24
     assert hub.read(repo, "README.md").decode().count("configs:") == 1
     assert hub.read(repo, "contact_sheet.png") == (out / "contact_sheet.png").read_bytes()
+    # The card links report.html and embeds its figures: every one it names is on the Hub too.
+    card = hub.read(repo, "README.md").decode()
+    figures = sorted(p.name for p in out.glob("report_*.png"))
+    assert figures and all(f"]({name})" in card for name in figures) and "](report.html)" in card
+    for name in ["report.html", *figures]:
+        assert hub.read(repo, name) == (out / name).read_bytes()
+
+
+def test_the_push_takes_every_figure_the_report_can_write():
+    pytest.importorskip("generator.report")
+    from generator.hub.local import ASSET_FILENAMES
+    from generator.report.dataset import CARD_FIGURES, REPORT_FILENAME
+
+    assert {REPORT_FILENAME, *(png for png, _ in CARD_FIGURES.values())} <= set(ASSET_FILENAMES)
 
 
 @needs_cli

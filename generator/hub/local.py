@@ -12,7 +12,10 @@ from generator.hub.client import _TOKEN_LIKE, LocalRunError
 # Files of a local run that go up with the card, besides the shards.
 CARD_FILENAME = "README.md"
 PRIVACY_FILENAME = "privacy_report.json"  # as generator.quality writes it (not imported: it pulls in numpy, PIL)
-ASSET_FILENAMES = ("contact_sheet.png", PRIVACY_FILENAME, "fidelity_report.json", "limits.json")
+# The card links report.html and embeds its figures, so they travel with it (names as generator.report
+# writes them, not imported: it pulls in PIL; tests/test_hub.py checks they agree).
+REPORT_FILES = ("report.html", "report_categories.png", "report_prices.png", "report_fidelity.png", "report_colours.png")
+ASSET_FILENAMES = ("contact_sheet.png", PRIVACY_FILENAME, "fidelity_report.json", "limits.json", *REPORT_FILES)
 
 
 SPLIT_ORDER = ("train", "validation", "test")  # how splits are listed on the Hub; others follow by name
