@@ -56,7 +56,13 @@ def phi3_prompt(question: str, image_token: str) -> str:
 
 
 def build_prompt(loaded, question: str) -> str:
-    """The prompt for a model: Phi-3's format, or the processor's own chat template."""
+    """The prompt for a model: its family's own format (PaliGemma's prefix) where its processor has no
+    chat template, else Phi-3's format, or the processor's own chat template."""
+    from .families import family_of
+
+    family_prompt = family_of(loaded.model).prompt
+    if family_prompt is not None and getattr(loaded.processor, "chat_template", None) is None:
+        return family_prompt(question, loaded.image_token)
     if loaded.phi3_chat:
         return phi3_prompt(question, loaded.image_token)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -214,6 +220,10 @@ class Collator:
 
     ``train=True``: prompt + answer, right padding, labels on the answer only.
     ``train=False``: the prompt only, left padding, for batched generation.
+
+    The processor's other outputs go by the model family (finetune/families): those with a value a
+    prompt token (``mm_token_type_ids``, ``token_type_ids``) are padded beside ``input_ids``; the rest
+    (pixels, ``image_grid_thw``, ``image_sizes``) are concatenated over the batch's rows.
     """
 
     processor: Any
@@ -231,53 +241,101 @@ class Collator:
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
         import torch
 
-        tokenizer = self.processor.tokenizer
         encoded, skipped = [], []
         for row in rows:
-            image = decode_image(row[IMAGE_COLUMN])
-            if image is None:
+            enc = self._encode(row)
+            if enc is None:
                 skipped.append(int(row[INDEX_KEY]))
-                continue
-            if self.train and self.augment:
-                draw = random.Random(f"{self.seed}/{row.get(EPOCH_KEY, 0)}/{row[INDEX_KEY]}")
-                image = augment_image(image, draw)
-            enc = self.processor(text=self.prompt, images=[image], return_tensors="pt")
-            prompt_ids = enc.pop("input_ids")[0].tolist()
-            enc.pop("attention_mask", None)
-            enc.pop("token_type_ids", None)
-            if self.train:
-                answer_ids = tokenizer(answer_text(row) + self.end_token, add_special_tokens=False)["input_ids"]
             else:
-                answer_ids = []
-            encoded.append((prompt_ids, answer_ids, dict(enc), row[INDEX_KEY]))
+                encoded.append(enc)
         batch: dict[str, Any] = {SKIPPED_KEY: skipped}
         if not encoded:
             batch[INDEX_KEY] = torch.zeros(0, dtype=torch.long)
             return batch
-
-        pad = tokenizer.pad_token_id
-        width = max(len(p) + len(a) for p, a, _, _ in encoded)
+        width = max(len(e.prompt) + len(e.answer) for e in encoded)
         if self.train and self.pad_to_multiple_of > 1:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (p, a, _, _) in enumerate(encoded):
-            seq = torch.tensor(p + a, dtype=torch.long)
+        batch.update(self._token_tensors(encoded, width))
+        for key in encoded[0].extras:
+            batch[key] = _stack_padded([e.extras[key] for e in encoded])
+        batch[INDEX_KEY] = torch.tensor([e.index for e in encoded], dtype=torch.long)
+        return batch
+
+    def _encode(self, row: dict) -> _Encoded | None:
+        """One row through the processor (``None`` when its image cannot be read)."""
+        from .families import family_of_processor
+
+        image = decode_image(row[IMAGE_COLUMN])
+        if image is None:
+            return None
+        if self.train and self.augment:
+            draw = random.Random(f"{self.seed}/{row.get(EPOCH_KEY, 0)}/{row[INDEX_KEY]}")
+            image = augment_image(image, draw)
+        tokenizer = self.processor.tokenizer
+        # A chat template that writes <bos> itself (Gemma 3's) must not get a second one from the tokenizer.
+        bos = tokenizer.bos_token
+        kwargs = {"add_special_tokens": False} if bos and self.prompt.startswith(bos) else {}
+        enc = dict(self.processor(text=self.prompt, images=[image], return_tensors="pt", **kwargs))
+        prompt_ids = enc.pop("input_ids")[0].tolist()
+        enc.pop("attention_mask", None)
+        family = family_of_processor(self.processor)
+        per_token = {}
+        for key in list(enc):
+            if family.drops(key):
+                del enc[key]
+            elif _is_per_token(enc[key], len(prompt_ids)):
+                per_token[key] = (enc.pop(key)[0].tolist(), family.answer_token_values.get(key, 0))
+        answer_ids = []
+        if self.train:
+            answer_ids = tokenizer(answer_text(row) + self.end_token, add_special_tokens=False)["input_ids"]
+        return _Encoded(prompt_ids, answer_ids, per_token, enc, row[INDEX_KEY])
+
+    def _token_tensors(self, encoded: list[_Encoded], width: int) -> dict[str, Any]:
+        """``input_ids``, ``attention_mask``, ``labels`` (training) and the per-token processor outputs,
+        ``[rows, width]``: right-padded for training, left-padded for generation."""
+        import torch
+
+        pad = self.processor.tokenizer.pad_token_id
+        rows = len(encoded)
+        ids = torch.full((rows, width), pad, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
+        # Padding takes 0 in every per-token output (text, outside any image block or prefix).
+        per_token = {key: torch.zeros((rows, width), dtype=torch.long) for key in encoded[0].per_token}
+        for i, e in enumerate(encoded):
+            seq = torch.tensor(e.prompt + e.answer, dtype=torch.long)
             # Training pads on the right; generation on the left, so every prompt ends where
             # the first new token goes.
             start = 0 if self.train else width - len(seq)
             ids[i, start:start + len(seq)] = seq
             mask[i, start:start + len(seq)] = 1
-            if a:
-                labels[i, start + len(p):start + len(seq)] = torch.tensor(a, dtype=torch.long)
-        batch.update(input_ids=ids, attention_mask=mask)
-        if self.train:
-            batch["labels"] = labels
-        for key in encoded[0][2]:
-            batch[key] = _stack_padded([e[2][key] for e in encoded])
-        batch[INDEX_KEY] = torch.tensor([e[3] for e in encoded], dtype=torch.long)
-        return batch
+            prompt_end = start + len(e.prompt)
+            if e.answer:
+                labels[i, prompt_end:start + len(seq)] = torch.tensor(e.answer, dtype=torch.long)
+            for key, (values, answer_value) in e.per_token.items():
+                per_token[key][i, start:prompt_end] = torch.tensor(values, dtype=torch.long)
+                per_token[key][i, prompt_end:start + len(seq)] = answer_value
+        out = {"input_ids": ids, "attention_mask": mask, **({"labels": labels} if self.train else {})}
+        return {**out, **per_token}
+
+
+@dataclass
+class _Encoded:
+    """One row as the processor gave it: prompt and answer ids, outputs a prompt token, the rest."""
+
+    prompt: list[int]
+    answer: list[int]
+    per_token: dict[str, tuple[list[int], int]]   # key -> (prompt values, the answer's value)
+    extras: dict[str, Any]
+    index: int
+
+
+def _is_per_token(value, prompt_len: int) -> bool:
+    """Whether a processor output holds one integer a prompt token (``[1, prompt_len]``)."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    return (shape is not None and tuple(shape) == (1, prompt_len) and dtype is not None
+            and not getattr(dtype, "is_floating_point", True))
 
 
 def augment_image(image, rng: random.Random):

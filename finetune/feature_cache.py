@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .families import core_model
+from .families import FEATURE_CACHE, core_model, family_of
 from .families.llava import llava_backbone
 from .loss import supports_answer_loss
 
@@ -131,7 +131,9 @@ def off_reason(model, *, kind: str, sharded: bool) -> str | None:
     """Why this run cannot cache image features exactly, or ``None`` if it can."""
     backbone = llava_backbone(model)
     if backbone is None:
-        return f"{type(core_model(model)).__name__} is not a Llava-style model"
+        family = family_of(model)
+        why = family.off_levers.get(FEATURE_CACHE, "it is not a Llava model")
+        return f"{type(core_model(model)).__name__} ({family.name}): {why}"
     if kind != "answer" or not supports_answer_loss(model):
         return "the plain loss runs the model's own forward"
     tower = backbone.vision_tower

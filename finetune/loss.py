@@ -26,8 +26,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from .answer_mlp import answer_positions
 from .data import IGNORE_INDEX, INDEX_KEY, model_inputs
-from .families import core_model
-from .families.llava import is_llava
+from .families import MASKLESS, core_model, family_of
 
 # Flat positions ``b * seq + t`` of the hidden states that predict an answer token, computed from the
 # labels on the CPU before the batch moves to the device (``with_answer_index``): selecting them on
@@ -172,18 +171,21 @@ def backbone_hidden_states(model, inputs: dict, *, cache: FeatureStore | None = 
                            rows: Sequence[int] | None = None) -> torch.Tensor:
     """The decoder's last hidden state ``[batch, seq, hidden]`` (no ``lm_head``).
 
-    Llava models get their image features from ``image_features``, so a frozen vision tower runs
-    without building a graph (or not at all, when ``cache`` holds the features of every one of
-    ``rows``); other models run their own backbone (``model.model``) as is.
+    Llava models (``Family.llava_parts``) get their image features from ``image_features``, so a
+    frozen vision tower runs without building a graph (or not at all, when ``cache`` holds the
+    features of every one of ``rows``). Every other family runs its own backbone (``model.model``)
+    with the batch's family inputs (``image_grid_thw``, ``token_type_ids``, ``image_sizes``, ...):
+    only the model knows its M-RoPE positions, its bidirectional image attention or its anyres crops.
     """
     core = core_model(model)
     backbone = core.model
-    if is_llava(backbone) and inputs.get("pixel_values") is not None:
+    family = family_of(core)
+    if family.llava_parts and inputs.get("pixel_values") is not None:
         inputs = dict(inputs)
         features = image_features(backbone, inputs.pop("pixel_values"), cache=cache, rows=rows)
         inputs["inputs_embeds"] = merge_image_features(backbone, inputs.pop("input_ids"), features)
     # A batch without a mask is a maskless (right-padded, causal) batch: attention needs no mask built.
-    unmasked = "attention_mask" not in inputs and is_llava(backbone)
+    unmasked = "attention_mask" not in inputs and MASKLESS not in family.off_levers
     with unmasked_attention(backbone.language_model.config) if unmasked else contextlib.nullcontext():
         out = backbone(**inputs, use_cache=False)
     return out[0]

@@ -29,7 +29,7 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
     Errors are one line each: a missing model, a model without an image processor, a model that
     needs custom code when ``trust_remote_code`` is off, a model that is not image-text-to-text.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     offline = _offline()
     common = {"local_files_only": offline}
@@ -39,7 +39,7 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
     remote = {"trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(name_or_path, **common, **remote)
-        processor = AutoProcessor.from_pretrained(name_or_path, **common, **remote)
+        processor = _load_processor(name_or_path, model_type, {**common, **remote})
     except (OSError, ValueError) as e:
         raise FinetuneError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
@@ -88,6 +88,26 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
         default_lr=2e-4,
         phi3_chat=phi3_chat or getattr(processor, "chat_template", None) is None,
     )
+
+
+def _load_processor(name_or_path: str, model_type: str, kwargs: dict):
+    """``AutoProcessor``, or where it fails, the model family's image-only processor if it has one.
+
+    Qwen2-VL-style processors hold a video processor, and video processors need torchvision: without
+    it (or with a torchvision build that does not match torch) AutoProcessor cannot load them at all,
+    although training on images never calls them.
+    """
+    from transformers import AutoProcessor
+
+    from .families import family_for
+
+    try:
+        return AutoProcessor.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, ImportError, RuntimeError, AttributeError):
+        fallback = family_for(model_type).image_only_processor
+        if fallback is None:
+            raise
+        return fallback(name_or_path, kwargs)
 
 
 def check_model(name: str, *, trust_remote_code: bool = False) -> dict:

@@ -161,6 +161,10 @@ class Recipe:
         who = f"--preset {cfg.preset}" + (f" with {', '.join(cfg.speed)} set alone" if cfg.speed else "")
         if speed != speed_mod.preset(cfg.preset, **cfg.speed):
             console.print(f"{who}: no compilation on {self.device.type} (it pays on CUDA only)")
+        speed, family_lines = speed_mod.for_family(self.model, speed)
+        self.speed = speed
+        for line in family_lines:
+            console.print(f"{who}: {line}")
         if speed_mod.apply_speed(self.model, speed) == 0 and speed.compile_layers:
             console.print(f"{who}: no transformer blocks of {cfg.model} to compile; they run eager")
         self.maskless = speed.maskless and speed_mod.maskless_supported(self.model)

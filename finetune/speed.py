@@ -36,6 +36,7 @@ needs no grad, the others' do) and one vision graph, all made in the warm-up ste
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,11 +44,11 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from . import answer_mlp, fused_lora, presets
-from .families.llava import llava_backbone
+from .families import MASKLESS, core_model, family_of, last_decoder_layer
 from .presets import PRESETS, SpeedConfig, preset
 
 __all__ = ["PRESETS", "SpeedConfig", "apply_speed", "begin_step", "compile_for_training", "drop_causal_mask",
-           "maskless_supported", "preset", "repeated_layers", "resolve"]
+           "for_family", "maskless_supported", "preset", "repeated_layers", "resolve"]
 
 
 def repeated_layers(model: nn.Module) -> list[nn.Module]:
@@ -127,9 +128,24 @@ def drop_causal_mask(batch: dict, enabled: bool) -> dict:
 
 
 def maskless_supported(model: nn.Module) -> bool:
-    """Whether dropping the mask is exact: a Llava-family model (causal decoder, positions from the
-    sequence index). Models that derive positions from the mask (Qwen2-VL's M-RoPE) keep it."""
-    return llava_backbone(model) is not None
+    """Whether dropping the mask is exact for the model's family: a causal decoder with positions from
+    the sequence index (Llava, LLaVA-NeXT). Models that derive positions from the mask (Qwen2-VL's
+    M-RoPE) or attend to images both ways (Gemma 3, PaliGemma) keep it."""
+    return MASKLESS not in family_of(model).off_levers
+
+
+def for_family(model: nn.Module, cfg: SpeedConfig) -> tuple[SpeedConfig, list[str]]:
+    """``cfg`` with the levers the model's family cannot use turned off, and one line for each that
+    was on, saying why. The image feature cache says so itself (finetune/feature_cache.py ``for_run``)."""
+    family = family_of(model)
+    off: dict[str, str] = {}
+    if cfg.maskless and MASKLESS in family.off_levers:
+        off[MASKLESS] = family.off_levers[MASKLESS]
+    if cfg.answer_only_last_mlp and getattr(last_decoder_layer(model), "mlp", None) is None:
+        off["answer_only_last_mlp"] = "no decoder layers found under model.language_model (or text_model)"
+    name = type(core_model(model)).__name__
+    lines = [f"{lever} off for {name} ({family.name}): {why}" for lever, why in off.items()]
+    return replace(cfg, **dict.fromkeys(off, False)), lines
 
 
 def resolve(name: str, overrides: Mapping[str, Any] | None = None, *, cuda: bool) -> SpeedConfig:
