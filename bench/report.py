@@ -3,6 +3,7 @@
     bench-report                                  # newest run of each machine under bench/results
     bench-report --all                            # every saved run
     bench-report --results path/to/run.json --out /tmp/plots --no-plots
+    bench-report --html                           # also report.html: every saved run, compared per machine
 
 Reads the JSON files pytest-benchmark saves (``pytest bench --benchmark-only --benchmark-save=NAME``
 stores them under ``bench/results/<machine id>/``; ``--benchmark-json FILE`` writes one anywhere).
@@ -14,7 +15,8 @@ The table has one row per figure: each benchmark's headline figure (``extra_info
 its comparisons (``extra_info["compare"]``: this run's value, the reference measured or set beside
 it, and their ratio). Plots (PNG, matplotlib's Agg backend), where the runs hold the data:
 
-* ``throughput_vs_batch_size.png`` and ``memory_vs_batch_size.png`` - training steps (bench_train);
+* ``throughput_vs_batch_size.png`` and ``memory_vs_batch_size.png`` - training steps (bench_train): a bar
+  a recipe and batch size measured (the SVG charts of ``generator.api``, as PNG);
 * ``generation_vs_workers.png`` - end-to-end generation rows/s against worker processes;
 * ``accuracy_vs_training_time.png`` - category accuracy and parse rate against training seconds.
 
@@ -252,19 +254,6 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def train_series(runs: list[Run], y_key: str) -> list[Series]:
-    """Training-step ``y_key`` (samples_per_s, peak_memory_gib) against batch size, per contender."""
-    out: dict[str, Series] = {}
-    runs = _with_kind(runs, "train_step")
-    for run, info in _infos(runs, "train_step"):
-        x, y = _number(info.get("batch_size")), _number(info.get(y_key))
-        if x is None or y is None:
-            continue
-        name = _series_name(f"{info.get('series', '?')} ({info.get('model', '?')})", run, runs)
-        out.setdefault(name, Series(name)).points.append(Point(x, y))
-    return _sorted(out)
-
-
 def generation_series(runs: list[Run]) -> list[Series]:
     out: dict[str, Series] = {}
     runs = _with_kind(runs, "generate_e2e")
@@ -371,6 +360,19 @@ def _figure(plt, path: Path, panels: list[tuple[str, list[Series]]], *, title: s
     return path
 
 
+def _bars_png(runs: list[Run], y_key: str, title: str, unit: str, path: Path) -> Path | None:
+    from generator.api import figure_png
+
+    from .report_html import recipe_bars  # deferred: the SVG charts (generator.api)
+
+    fig = recipe_bars(runs, y_key, title, unit)
+    if fig is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(figure_png(fig))
+    return path
+
+
 def write_plots(runs: list[Run], out: Path) -> tuple[list[Path], list[str]]:
     """The plots the runs have data for, and a line for each one skipped."""
     plt = _matplotlib()
@@ -383,17 +385,16 @@ def write_plots(runs: list[Run], out: Path) -> tuple[list[Path], list[str]]:
         else:
             skipped.append(f"{PLOTS[key]}: {why_empty}")
 
-    def per_run(series_of) -> list[tuple[str, list[Series]]]:
-        # A CPU's and a GPU's figures differ by orders of magnitude: each machine gets its own panel.
-        return [(run.label, series_of([run])) for run in runs]
-
     train = "no training-step results (bench_train)"
-    plot("throughput", per_run(lambda r: train_series(r, "samples_per_s")), train,
-         title="Training throughput vs batch size", xlabel="batch size", ylabel="samples/s", log2_x=True,
-         categorical_x=True)
-    plot("memory", per_run(lambda r: train_series(r, "peak_memory_gib")), train,
-         title="Peak memory vs batch size (CUDA: max allocated; CPU: process RSS)", xlabel="batch size",
-         ylabel="peak memory (GiB)", log2_x=True, categorical_x=True)
+    # One bar a recipe and batch size measured (a line through one point a series showed nothing).
+    for key, y_key, title, unit in (
+            ("throughput", "samples_per_s", "Training throughput, a bar a recipe and batch size measured", "samples/s"),
+            ("memory", "peak_memory_gib", "Peak memory, CUDA: max allocated, CPU: process RSS", "GiB")):
+        path = _bars_png(runs, y_key, title, unit, out / PLOTS[key])
+        if path:
+            written.append(path)
+        else:
+            skipped.append(f"{PLOTS[key]}: {train}")
     plot("generation", [("", generation_series(runs))], "no end-to-end generation results (bench_generate)",
          title="Generation end to end (write_run) vs worker processes", xlabel="worker processes",
          ylabel="rows/s (labels: scaling efficiency)", categorical_x=True, ideal=True)
@@ -426,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", dest="every",
                    help="every run, not only the newest of each machine (host + device)")
     p.add_argument("--no-plots", action="store_true", help="print the table only")
+    p.add_argument("--html", nargs="?", const="", default=None, metavar="FILE",
+                   help="also write one self-contained HTML page of every saved run, compared per machine and "
+                        "suite (default FILE: RESULTS/report.html)")
     return p
 
 
@@ -449,6 +453,14 @@ def main(argv: Sequence[str] | None = None, console=None) -> int:
     chosen = select(runs, args.every)
     how = "every saved run" if args.every else "the newest of each machine (--all for every run)"
     print_tables(chosen, console, f"{how}, from {args.results}")
+    if args.html is not None:
+        for run in runs:  # the page compares every run of a machine, whatever --all says
+            run.label = run.label or _short_device(run.device)
+        from .report_html import write_html  # deferred: the SVG charts (generator.api); the table needs none
+
+        folder = args.results if args.results.is_dir() else args.results.parent
+        console.print(f"wrote {write_html(runs, Path(args.html) if args.html else folder / 'report.html', str(args.results))}",
+                      highlight=False)
     if args.no_plots:
         return 0
     out = args.out or (args.results if args.results.is_dir() else args.results.parent) / "plots"

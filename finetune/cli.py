@@ -4,6 +4,7 @@
     run-finetune --config run.toml --lr 1e-4           # flags win over the file
     run-finetune --preset fast --no-fused-lora         # one speed lever (group "speed") over the preset
     run-finetune                                        # generates the default catalogue, then trains
+    run-finetune report runs/finetune                   # (re)build report.html of a finished run
 
 Bad input is one line on stderr starting with ``run-finetune: error:`` and exit code 2; out of memory
 and other failures at run time exit 1; Ctrl-C exits 130 with a hint about ``--resume``.
@@ -147,8 +148,34 @@ def default_dataset(console) -> str:
     return str(generate_to_dir(config, out, resume=True))
 
 
+def build_report_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=f"{PROG} report", error_prog=PROG,
+                      description="(Re)build report.html of a finished run folder: training curves, the evaluation "
+                                  "beside its baselines and the data's limit, and every test prediction.")
+    p.add_argument("dir", type=path_arg("dir"), help="the run folder (run-finetune's --out)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return p
+
+
+def _report(argv: Sequence[str]) -> int:
+    args = build_report_parser().parse_args(list(argv))
+    from .report import RunReportError, write_run_report  # deferred: no torch, but the generator's report code
+
+    try:
+        path = write_run_report(args.dir)
+    except RunReportError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot write the report into {args.dir}: {err.strerror or err}")
+    if not args.quiet:
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        return _report(argv[1:])
     # Batches of varying width fragment the CUDA caching allocator: without expandable segments an
     # H200 LoRA run stalled up to 2.5 s on some eager steps (bench/results/gpu/h200_levers.jsonl).
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")

@@ -33,6 +33,7 @@ from . import evaluate as eval_mod
 from . import feature_cache
 from . import builtins
 from . import models as models_mod
+from . import report as run_report
 from . import speed as speed_mod
 from .checkpoints import TrainState, atomic_dir, latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from .config import FinetuneConfig, RunResult
@@ -320,6 +321,7 @@ class Recipe:
                                   f"batches served without the vision tower ({len(cache)} rows cached)")
                 if self.cfg.save_final:
                     save_final(whole, self.loaded, self.out, self.cfg)
+                console.print(run_report.write_after_run(self.out))  # report.html (finetune/report/)
         distributed.barrier(self.dist)
 
     def _train_metrics(self, clock: Throughput) -> dict[str, Any]:

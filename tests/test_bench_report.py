@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -183,3 +184,68 @@ def test_accuracy_plot_carries_the_data_limit_line(tmp_path):
     assert dict(lines)["data's limit: a perfect image reader (category3)"] == 0.97
     assert dict(lines)["majority-category baseline (category3)"] == 0.1
     assert any(s.name.startswith("category3 accuracy") for s in series)
+
+
+def _gpu_benchmarks() -> list[dict]:
+    return [_bench("test_reference_cuda", kind="train_step", series="public recipe", model="phi3v-shape",
+                   batch_size=1, samples_per_s=3.3, peak_memory_gib=47.2, headline=_headline("samples/s", 3.3, "samples/s")),
+            _bench("test_lora_cuda_preset[fast]", kind="train_step", series="ours (lora, preset fast)",
+                   model="phi3v-shape", batch_size=11, samples_per_s=56.6, peak_memory_gib=31.0,
+                   headline=_headline("samples/s", 56.6, "samples/s"),
+                   compare=[_compare("samples/s", 56.6, "samples/s", "public recipe", 3.3),
+                            _compare("samples/s", 56.6, "samples/s", "TRL SFTTrainer bs 11", 13.9)])]
+
+
+def test_html_page_compares_runs_per_machine_and_suite(tmp_path):
+    results = tmp_path / "results"
+    old, new = cpu_benchmarks(1111.0), cpu_benchmarks(1999.0)
+    for runs in (old, new):
+        for b in runs:
+            kind = b["extra_info"].get("kind", "")
+            b["fullname"] = f"bench/bench_{'train' if kind == 'train_step' else kind.split('_')[0] or 'misc'}.py::{b['name']}"
+    _write(results / "cpu", "0001_old.json", _run(CPU, "2025-01-01T10:00:00", old))
+    _write(results / "cpu", "0002_new.json", _run(CPU, "2025-01-03T10:00:00", new))
+    _write(results / "gpu", "0001_h100.json", _run(GPU, "2025-01-02T10:00:00", _gpu_benchmarks(), node="gpubox"))
+    page = tmp_path / "page" / "bench.html"
+    code, out = _main(["--results", results, "--no-plots", "--html", page])
+    assert code == 0 and f"wrote {page}" in out.replace("\n", "")
+    html = page.read_text(encoding="utf-8")
+    assert re.findall(r'<section id="([^"]+)">', html) == ["m0", "m1"]          # one section a machine
+    first, second = html[html.index('<section id="m0">'):html.index('<section id="m1">')], html[html.index('<section id="m1">'):]
+    cpu, gpu = first, second                               # the machine with the newest run first
+    assert "<h2>H100 80GB HBM3 (gpubox)</h2>" in gpu and "<h2>Test @ 2.0GHz (box)</h2>" in cpu
+    # --benchmark-compare: the same benchmark across the machine's saved runs, the newest against the one before
+    assert "<th class=num>0001_old</th><th class=num>0002_new</th>" in cpu
+    row = re.search(r"<tr><td>generate_e2e\[workersN\]</td>(.*?)</tr>", cpu)[1]
+    assert "1,111" in row and "1,999" in row and "+79.9%" in row
+    assert "relative to its first saved run" in cpu and "1.80x" in cpu
+    for suite in ("bench_accuracy", "bench_generate", "bench_train"):
+        assert f"<h3>{suite}</h3>" in cpu
+    assert "Generation end to end vs workers" in cpu and "ideal (linear from the first)" in cpu
+    assert "Accuracy vs training time" in cpu
+    # the GPU run: recipes side by side (one bar a recipe and batch size) and ours vs peers with the ratio on it
+    assert "ours (lora, preset fast) · bs 11" in gpu and "public recipe · bs 1" in gpu
+    assert "Ours vs peers: samples/s" in gpu and ">17.15x</text>" in gpu and ">4.07x</text>" in gpu
+    assert "0001_old" not in gpu
+    # self-contained, and the same runs give the same bytes
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html, re.I) and "<script" not in html
+    _main(["--results", results, "--no-plots", "--html", tmp_path / "again.html"])
+    assert (tmp_path / "again.html").read_bytes() == page.read_bytes()
+
+
+def test_html_default_path_is_beside_the_results(tmp_path):
+    results = tmp_path / "results"
+    _write(results, "run.json", _run(CPU, "2025-01-02T10:00:00", cpu_benchmarks()))
+    assert _main(["--results", results, "--no-plots", "--html"])[0] == 0
+    assert (results / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_batch_size_plots_are_bars_of_what_was_measured(tmp_path):
+    """A recipe measured at one batch size is a bar, not a line through one point."""
+    from bench.report_html import recipe_bars
+
+    runs, _ = report.load_runs(_write(tmp_path, "run.json", _run(GPU, "2025-01-02T10:00:00", _gpu_benchmarks())))
+    fig = recipe_bars(runs, "samples_per_s", "t", "samples/s")
+    bars = [i for i in fig.items if type(i).__name__ == "Rect" and i.tip]
+    assert [b.tip for b in bars] == ["public recipe · bs 1: 3.3", "ours (lora, preset fast) · bs 11: 56.6"]
+    assert fig.title == "t (samples/s)"
