@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from bench import measure
+from finetune.speed.allocator import use_expandable_segments
 
-# As run-finetune sets it, for every contender alike (see finetune/cli.py).
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+# As run-finetune sets it, for every contender alike (finetune/speed/allocator.py).
+use_expandable_segments()
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Test support lives beside the tests (tests/_gen_fixtures.py builds the made-up source catalogue); the

@@ -2,15 +2,15 @@
 
 Everything comes from ``finetune``: the model (``build_builtin``), LoRA or full fine-tuning
 (``prepare_model``), the prompt and collation (``Collator``, ``make_loader`` with the run's
-workers and pinned memory, length-grouped batches), the speed presets (``apply_speed``) and the step
-itself (``finetune.step.TrainStep``, the one ``train()`` takes, over the answer-only loss). One round
+workers and pinned memory, length-grouped batches), the speed levers (``speed.prepare_model``) and
+the step itself (``finetune.step.TrainStep``, the one ``train()`` takes, over the answer-only loss). One round
 is one iteration of the loop: the next batch from the loader, its copy to the device, forward +
 backward under bf16 autocast on CUDA, gradient clipping (as in a run: always measured, clipped when
 ``max_grad_norm`` > 0), the fused AdamW step, and (on CUDA) a synchronize. No schedule: the learning
 rate stays at its peak.
 
 With ``SpeedConfig.cache_image_features`` the step serves a frozen tower's image features from the
-run's cache (finetune/feature_cache.py); ``fill_cache`` (default) runs the tower once over every
+run's cache (finetune/speed/feature_cache.py); ``fill_cache`` (default) runs the tower once over every
 training row before timing, so the timed rounds are the steady state of the second epoch on.
 """
 from __future__ import annotations
@@ -51,8 +51,10 @@ class LoopStep:
 
         from finetune.data import (Collator, LengthGroupedBatchSampler, answer_lengths, build_prompt,
                                    make_loader)
+        from finetune.families import train_mode
         from finetune.loss import LossModule
-        from finetune.presets import SpeedConfig
+        from finetune import speed as speed_mod
+        from finetune.speed import SpeedConfig
         from finetune.step import TrainStep
         from finetune.train import prepare_model
 
@@ -70,17 +72,15 @@ class LoopStep:
         self.maskless = False
         self.speed = speed
         if speed is not None:
-            from finetune.speed import apply_speed, maskless_supported
-
-            apply_speed(self.model, speed)
-            self.maskless = speed.maskless and maskless_supported(self.model)
+            speed_mod.prepare_model(self.model, speed)
+            self.maskless = speed.maskless and speed_mod.maskless_supported(self.model)
         self.cache, self.cache_note = None, None   # the note: finetune's console line, on or why off
         if speed is not None and speed.cache_image_features:
-            from finetune.feature_cache import for_run
+            from finetune.speed.feature_cache import for_run
 
             self.cache, self.cache_note = for_run(self.model, rows=len(splits["train"]), device=self.device,
                                                   kind=config.loss)
-        self.model.train()
+        train_mode(self.model)  # frozen BatchNorm stays in eval, as in a run
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr or loaded.default_lr,
                                            weight_decay=config.weight_decay, fused=cuda)
@@ -97,8 +97,8 @@ class LoopStep:
         self.loader = make_loader(splits["train"], collator, batch_sampler=sampler,
                                   num_workers=config.loader_workers(cuda), pin_memory=cuda, seed=config.seed)
         self.batches = iter(self.loader)
-        # Python's collector on the loop's schedule, as finetune.train runs it (finetune/gc_steps.py).
-        from finetune.gc_steps import collect_every
+        # Python's collector on the loop's schedule, as finetune.train runs it (finetune/speed/gc.py).
+        from finetune.speed.gc import collect_every
 
         self._gc = contextlib.ExitStack()
         self.collector = self._gc.enter_context(collect_every())

@@ -56,11 +56,17 @@ class TrainState:
 
 
 def atomic_dir(path: Path, write: Callable[[str], Any]) -> None:
-    """Write a directory under a temporary name, then rename it into place (no half-written dirs)."""
+    """Write a directory under a temporary name, then rename it into place (no half-written dirs).
+
+    A ``write`` that fails (a full disk, Ctrl-C) leaves ``path`` as it was and its temporary removed."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(str(tmp))
+    try:
+        write(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)

@@ -5,6 +5,7 @@
     run-finetune --preset fast --no-fused-lora         # one speed lever (group "speed") over the preset
     run-finetune                                        # generates the default catalogue, then trains
     run-finetune report runs/finetune                   # (re)build report.html of a finished run
+    run-finetune export runs/finetune --out merged      # merged 16-bit weights + processor of a finished run
 
 Bad input is one line on stderr starting with ``run-finetune: error:`` and exit code 2; out of memory
 and other failures at run time exit 1; Ctrl-C exits 130 with a hint about ``--resume``.
@@ -24,7 +25,8 @@ from rich.console import Console
 from generator.cli_parser import OneLineParser, fail, path_arg
 
 from .config import COMPILE_MODES, FinetuneError, load_config
-from .presets import LEVER_HELP, PRESETS, levers
+from .speed.allocator import use_expandable_segments
+from .speed.config import LEVER_HELP, PRESETS, levers
 
 PROG = "run-finetune"
 # The product's default catalogue, as `gen-samples` makes it with no flags: both tools share its folder.
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1),
                    help="evaluate on the first N test rows")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--merge", action=argparse.BooleanOptionalAction,
+                   help="at the end, also write OUT/merged: the model with LoRA merged, bf16, beside its processor "
+                        "(what run-finetune export writes)")
     _add_speed_group(p)
     return p
 
@@ -107,7 +112,7 @@ SPEED_DEST = "speed."
 
 
 def _add_speed_group(p: argparse.ArgumentParser) -> None:
-    """One flag a lever (presets.levers), each winning over --preset and the config file's [speed] table."""
+    """One flag a lever (speed.config.levers), each winning over --preset and the config file's [speed] table."""
     group = p.add_argument_group("speed", "levers one at a time; each wins over --preset and the config "
                                           "file's [speed] table")
     for name, annotation in levers().items():
@@ -172,13 +177,48 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def build_export_parser() -> argparse.ArgumentParser:
+    from .export import DEFAULT_DTYPE, DTYPES, MERGED  # no torch: the constants only
+
+    p = OneLineParser(prog=f"{PROG} export", error_prog=PROG,
+                      description="Write a finished run's model as one folder that loads anywhere: LoRA merged into "
+                                  "the weights (vision tower and projector included), cast to 16 bits, beside the "
+                                  "processor; AutoModelForImageTextToText.from_pretrained(DIR) loads it, no peft.")
+    p.add_argument("run", help="the run folder (run-finetune's --out)")
+    p.add_argument("--out", metavar="DIR", help=f"where to write (default RUN/{MERGED}); replaced atomically")
+    p.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE, help=f"weights' dtype (default {DEFAULT_DTYPE})")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return p
+
+
+def _export(argv: Sequence[str]) -> int:
+    args = build_export_parser().parse_args(list(argv))
+    from .export import export_run  # deferred: torch
+
+    try:
+        result = export_run(args.run, args.out, dtype=args.dtype)
+    except FinetuneError as err:
+        _fail(str(err), err.exit_code)
+    except OSError as err:
+        _fail(f"cannot write the export: {err.strerror or err}", 1)
+    except Exception as err:  # noqa: BLE001 - one line, as a run's failures are, unless debugging
+        if os.environ.get(DEBUG_ENV):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]
+        _fail(f"{type(err).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", 1)
+    if not args.quiet:
+        print(f"{result.out} ({result.dtype}, {result.bytes / 1e6:.1f} MB; {result.report.lora_layers} LoRA layers "
+              f"merged from {result.report.source})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
         return _report(argv[1:])
-    # Batches of varying width fragment the CUDA caching allocator: without expandable segments an
-    # H200 LoRA run stalled up to 2.5 s on some eager steps (bench/results/gpu/h200_levers.jsonl).
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    if argv[:1] == ["export"]:
+        return _export(argv[1:])
+    use_expandable_segments()   # before anything touches CUDA (finetune/speed/allocator.py)
     try:
         config = parse_config(argv)
     except FinetuneError as err:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FinetuneError
-from .builtins import default_method
-from .presets import PRESETS, SUGGESTIONS, levers
+from .builtins import default_epochs, default_method
+from .speed.config import PRESETS, SUGGESTIONS, levers
 
 __all__ = ["DEFAULT_QUESTION", "FinetuneConfig", "FinetuneError", "RunResult", "checked_types", "config_fields",
            "load_config"]  # FinetuneError lives in finetune/errors.py; importing it from here keeps working
@@ -34,7 +34,7 @@ class FinetuneConfig:
     dataset: str | None = None          # local dir (parquet or save_to_disk) or Hub dataset id
     model: str = "tiny"                 # tiny | phi3v-shape | Hub id | local path
     method: str | None = None          # lora | full; None: full for the random tiny model, lora otherwise
-    epochs: float = 6.0
+    epochs: float | None = None         # None: the model's default (builtins.default_epochs: 6 but for tiny)
     batch_size: int | None = None       # None: the preset's, else 16
     grad_accum: int = 1
     lr: float | None = None             # None: the model's default (2e-3 tiny, 2e-4 otherwise)
@@ -59,10 +59,10 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     bf16: bool | None = None            # None: on when CUDA is available
     loss: str = "answer"                # answer (logits at answer tokens only) | plain (the model's own loss)
-    # Speed levers (finetune/speed.py): none | fast | low-memory. Compilation applies on CUDA only.
+    # Speed levers (finetune/speed/): none | fast | low-memory. Compilation applies on CUDA only.
     preset: str = "none"
     # Levers set on their own (a [speed] table, the speed flags), by SpeedConfig field name: each wins
-    # over the preset's value (presets.resolve). Empty: the preset's levers as they are.
+    # over the preset's value (speed.resolve). Empty: the preset's levers as they are.
     speed: dict[str, bool | int | float | str | None] = field(default_factory=dict)
     # DataLoader workers per process; None: 2 on CPU, up to 6 on CUDA. Measured on an H200 with
     # phi3v-shape LoRA at batch 16: 2 workers starve the GPU (19.8 samples/s), 6 feed it (25.1).
@@ -78,6 +78,7 @@ class FinetuneConfig:
     resume: bool = False
     device: str | None = None           # None: cuda when available, else cpu
     save_final: bool = True             # write the trained model (or adapter) to OUT/final
+    merge: bool = False                 # also write OUT/merged: LoRA merged, bf16, with the processor (finetune/export.py)
     # Shard full fine-tuning over processes (FSDP) instead of replicating it (DDP); None: shard when
     # there are several processes. LoRA always replicates.
     fsdp: bool | None = None
@@ -89,6 +90,8 @@ class FinetuneConfig:
         problems = []
         if self.method is None:
             self.method = default_method(self.model)
+        if self.epochs is None:
+            self.epochs = default_epochs(self.model)
         if self.preset not in PRESETS:
             problems.append(f"--preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         else:

@@ -69,6 +69,19 @@ def build_prompt(loaded, question: str) -> str:
     return loaded.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def build_text_prompt(loaded, question: str) -> str | None:
+    """``build_prompt`` without the image, for a row whose image is null (a text-only row); ``None``
+    for a family whose prompt format has no text-only form (PaliGemma's image prefix)."""
+    from .families import family_of
+
+    if family_of(loaded.model).prompt is not None and getattr(loaded.processor, "chat_template", None) is None:
+        return None
+    if loaded.phi3_chat:
+        return f"<|user|>\n{question}<|end|>\n<|assistant|>\n"
+    messages = [{"role": "user", "content": [{"type": "text", "text": question}]}]
+    return loaded.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 
@@ -202,6 +215,12 @@ def decode_image(value):
         return None
 
 
+def text_only_rows(ds) -> int:
+    """Rows whose image is null (``Collator.text_prompt``), from the column's null count: no image is
+    read. A ``select``ed dataset counts the rows of the table beneath it (at least its own)."""
+    return ds.data.column(IMAGE_COLUMN).null_count
+
+
 def readable_rows(ds, enough: int) -> int:
     """Rows of ``ds`` whose image decodes as the collator will decode it, counted up to ``enough``: a
     healthy split costs ``enough`` decodes; only a split that cannot reach it is read to the end."""
@@ -230,13 +249,16 @@ class Collator:
     prompt: str
     end_token: str
     train: bool = True
-    # Training batches round their width up to this multiple (finetune/speed.py): fewer distinct
+    # Training batches round their width up to this multiple (finetune/speed/): fewer distinct
     # shapes for the compiled graphs, the attention plans and the memory allocator.
     pad_to_multiple_of: int = 1
     # Training images get a random crop and mirror (``augment_image``), drawn from (seed, epoch, row):
     # the same in every worker layout and after --resume.
     augment: bool = False
     seed: int = 0
+    # The prompt of a row whose image is null (``build_text_prompt``): it trains as text only. ``None``:
+    # such a row is skipped, as one whose image cannot be read.
+    text_prompt: str | None = None
 
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
         import torch
@@ -256,8 +278,9 @@ class Collator:
         if self.train and self.pad_to_multiple_of > 1:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch.update(self._token_tensors(encoded, width))
-        for key in encoded[0].extras:
-            batch[key] = _stack_padded([e.extras[key] for e in encoded])
+        # Image inputs come from the rows with an image only (text-only rows have none).
+        for key in dict.fromkeys(k for e in encoded for k in e.extras):
+            batch[key] = _stack_padded([e.extras[key] for e in encoded if key in e.extras])
         batch[INDEX_KEY] = torch.tensor([e.index for e in encoded], dtype=torch.long)
         return batch
 
@@ -265,17 +288,20 @@ class Collator:
         """One row through the processor (``None`` when its image cannot be read)."""
         from .families import family_of_processor
 
-        image = decode_image(row[IMAGE_COLUMN])
-        if image is None:
+        text_only = row[IMAGE_COLUMN] is None and self.text_prompt is not None
+        image = None if text_only else decode_image(row[IMAGE_COLUMN])
+        if image is None and not text_only:
             return None
-        if self.train and self.augment:
+        if self.train and self.augment and not text_only:
             draw = random.Random(f"{self.seed}/{row.get(EPOCH_KEY, 0)}/{row[INDEX_KEY]}")
             image = augment_image(image, draw)
         tokenizer = self.processor.tokenizer
         # A chat template that writes <bos> itself (Gemma 3's) must not get a second one from the tokenizer.
+        prompt = self.text_prompt if text_only else self.prompt
         bos = tokenizer.bos_token
-        kwargs = {"add_special_tokens": False} if bos and self.prompt.startswith(bos) else {}
-        enc = dict(self.processor(text=self.prompt, images=[image], return_tensors="pt", **kwargs))
+        kwargs = {"add_special_tokens": False} if bos and prompt.startswith(bos) else {}
+        kwargs.update({} if text_only else {"images": [image]})
+        enc = dict(self.processor(text=prompt, return_tensors="pt", **kwargs))
         prompt_ids = enc.pop("input_ids")[0].tolist()
         enc.pop("attention_mask", None)
         family = family_of_processor(self.processor)
@@ -301,7 +327,8 @@ class Collator:
         mask = torch.zeros((rows, width), dtype=torch.long)
         labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
         # Padding takes 0 in every per-token output (text, outside any image block or prefix).
-        per_token = {key: torch.zeros((rows, width), dtype=torch.long) for key in encoded[0].per_token}
+        keys = dict.fromkeys(k for e in encoded for k in e.per_token)   # text-only rows may lack some
+        per_token = {key: torch.zeros((rows, width), dtype=torch.long) for key in keys}
         for i, e in enumerate(encoded):
             seq = torch.tensor(e.prompt + e.answer, dtype=torch.long)
             # Training pads on the right; generation on the left, so every prompt ends where

@@ -11,7 +11,7 @@ Which wrapper, and why:
 * Full fine-tuning keeps, per process, the weights, their gradients and two AdamW moments: four
   copies of the model, which DDP would replicate N times. FSDP (PyTorch's ``fully_shard``) keeps
   1/N of each and all-gathers one transformer block at a time for its forward and backward. Each
-  block of every tower (``speed.repeated_layers``) is one unit; the rest (embeddings, head, norms,
+  block of every tower (``speed.compile.repeated_layers``) is one unit; the rest (embeddings, head, norms,
   projector) is the root's. ``--no-fsdp`` keeps DDP, faster when the replicated model fits anyway.
 
 What stays the same whatever the number of processes N:
@@ -56,8 +56,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .errors import FinetuneError
-from .loss import FeatureStore, LossModule
-from .speed import repeated_layers
+from .families import core_model, family_of
+from .loss import FeatureStore, LossModule, image_features
+from .speed.compile import repeated_layers
 
 # torch.distributed's FSDP, DTensor and checkpoint modules are imported in the functions that use them:
 # FSDP2 needs torch >= 2.6 (an older one says so in one line), and one process trains without any of them.
@@ -145,14 +146,118 @@ def use_fsdp(method: str, fsdp: bool | None, dist: Dist) -> bool:
 
 def wrap(model: nn.Module, kind: str, dist: Dist, device: torch.device, *, shard: bool = False,
          cache: FeatureStore | None = None) -> nn.Module:
-    """The module a training step calls: ``LossModule`` as is, under DDP, or sharded in place (FSDP)."""
-    module = LossModule(model, kind, cache)
+    """The module a training step calls: ``LossModule`` as is, under DDP, or sharded in place (FSDP);
+    under several processes an ``EveryRankSees`` (give it an image batch with ``set_image_standin``)."""
     if not dist.enabled:
-        return module
+        return LossModule(model, kind, cache)
+    if device.type == "cuda":
+        # BatchNorm (tiny's ResNet tower) over the whole step's batch, as one process computes it; in
+        # place, so the recipe's model is the converted one. gloo on CPU has no SyncBatchNorm: there each
+        # process normalises with its own rows (tests compare N processes with one on tiny-llava).
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    module = EveryRankSees(model, kind, cache)
     if shard:
         return _fully_shard(module, device, dist)
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True, gradient_as_bucket_view=True)
+
+
+class EveryRankSees(LossModule):
+    """The loss of one process among several: a micro-batch without an image still runs the vision
+    tower and projector when another process's micro-batch has one.
+
+    A micro-batch of text-only rows skips the tower in the model's own forward while the other
+    processes run it. Under FSDP each tower block all-gathers its weights in its forward and
+    reduce-scatters its gradients in its backward, collectives every process must join in the same
+    order: they then pair the wrong collectives (gloo: "Received data size doesn't match expected
+    size"; NCCL may wait for ever). DDP copes (``find_unused_parameters``). So, where the training
+    split has text-only rows, the processes first tell each other (a one-integer all-reduce on the
+    host, over gloo) whether their micro-batch has an image; if any has, those without run the tower
+    and projector on ``images`` (the image inputs of a one-row training batch) where a real batch
+    runs them, and add the output at weight 0. The loss and every gradient are unchanged, and when no
+    process has an image nobody runs the tower: its parameters get no gradient, as in one process
+    (a zero gradient would still move AdamW's moments and weights).
+    """
+
+    images: dict | None = None      # set_image_standin
+    flags: object = None            # the process group of the flag exchange; None: no text-only rows
+
+    def forward(self, batch: dict, num_items: int) -> torch.Tensor:
+        dummy = None
+        if self.flags is not None:
+            mine = has_images(batch)
+            if _any_process(mine, self.flags) and not mine:
+                dummy = self._vision_pass()
+        loss = super().forward(batch, num_items)
+        return loss if dummy is None else loss + 0.0 * dummy
+
+    def _vision_pass(self) -> torch.Tensor | None:
+        """The tower and projector on ``images``: the sum of their outputs (``None`` when it takes no gradient)."""
+        core = core_model(self.model)
+        device = next(core.parameters()).device
+        inputs = {k: v.to(device) for k, v in self.images.items()}
+        with _no_running_stats(core):   # a BatchNorm tower (tiny's) must not learn running statistics from it
+            if family_of(core).llava_parts:
+                out = image_features(core.model, inputs["pixel_values"])
+            else:
+                out = core.model.get_image_features(**inputs)
+        sums = [t.float().sum() for t in _tensors(out) if t.requires_grad]
+        return torch.stack(sums).sum() if sums else None
+
+
+def _any_process(flag: bool, group) -> bool:
+    """Whether ``flag`` holds on any process: a CPU all-reduce (the host never waits for the device)."""
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=group)
+    return bool(t.item())
+
+
+def has_images(batch: dict) -> bool:
+    return batch.get("pixel_values") is not None
+
+
+def image_inputs(batch: dict) -> dict:
+    """A batch's image inputs (``pixel_values``, ``image_grid_thw``, ``image_sizes``, ...)."""
+    return {k: v for k, v in batch.items() if k.startswith(("pixel_", "image_")) and isinstance(v, torch.Tensor)}
+
+
+def set_image_standin(module: nn.Module, batch: dict, *, text_only_rows: bool) -> None:
+    """Give the wrapped loss (``wrap``) the image inputs of a training batch with an image, for the
+    micro-batches that have none; every process calls it. Without ``text_only_rows`` in the training
+    split, every micro-batch has an image or is the step's stand-in (which has one): nothing to do."""
+    inner = module.module if isinstance(module, DistributedDataParallel) else module
+    if not (isinstance(inner, EveryRankSees) and has_images(batch) and text_only_rows):
+        return
+    inner.images = image_inputs(batch)
+    # The default group when it is gloo's (CPU runs); beside NCCL, a gloo group of the same processes.
+    gloo = torch.distributed.get_backend() == "gloo"
+    inner.flags = torch.distributed.group.WORLD if gloo else torch.distributed.new_group(backend="gloo")
+
+
+@contextlib.contextmanager
+def _no_running_stats(model: nn.Module):
+    """BatchNorm layers that normalise by the batch's statistics without updating their running ones.
+
+    (Putting the old values back afterwards would not do: batch norm keeps them for its backward.)"""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    """Every tensor in a model output (a tensor, a tuple or list, a ``ModelOutput``)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _tensors(item)]
+    return []
 
 
 def _fully_shard(module: LossModule, device: torch.device, dist: Dist) -> nn.Module:

@@ -32,7 +32,7 @@ from rich.text import Text
 from generator.schema import IMAGE_COLUMN, REQUIRED_FOR_FINETUNE
 
 from .data import INDEX_KEY, SKIPPED_KEY, Collator, answer_text, decode_image, format_price, make_loader, model_inputs
-from .families import core_model
+from .families import core_model, train_mode
 
 _FIELD = r"\s*[:=]\s*"
 ANSWER_RE = re.compile(
@@ -455,7 +455,8 @@ def generate_texts(model, loaded, test_ds, prompt: str, *, batch_size: int, max_
                 for idx, text in zip(batch[INDEX_KEY].tolist(), tokenizer.batch_decode(new, skip_special_tokens=True)):
                     texts[idx] = text.strip()
     finally:
-        core.train(was_training)
+        if was_training:
+            train_mode(core)
     return texts
 
 

@@ -20,13 +20,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from .answer_mlp import answer_positions
 from .data import IGNORE_INDEX, INDEX_KEY, model_inputs
 from .families import MASKLESS, core_model, family_of
+from .families.llava import select_features
+from .speed.answer_mlp import answer_positions
+from .speed.maskless import unmasked_attention
 
 # Flat positions ``b * seq + t`` of the hidden states that predict an answer token, computed from the
 # labels on the CPU before the batch moves to the device (``with_answer_index``): selecting them on
@@ -39,7 +39,7 @@ ROWS_KEY = "_rows"
 
 
 class FeatureStore(Protocol):
-    """Where a frozen tower's image features are kept between epochs (finetune/feature_cache.py)."""
+    """Where a frozen tower's image features are kept between epochs (finetune/speed/feature_cache.py)."""
 
     def get(self, rows: Sequence[int]) -> torch.Tensor | None: ...
 
@@ -131,7 +131,7 @@ def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | N
 
     ``num_items`` is the answer-token count of the whole accumulation window (default: this
     batch's), so accumulated micro-batches add up to the mean over every answer token of the step.
-    ``cache`` serves a frozen tower's image features (finetune/feature_cache.py); the plain loss
+    ``cache`` serves a frozen tower's image features (finetune/speed/feature_cache.py); the plain loss
     runs the model's own forward and ignores it.
     """
     labels = batch["labels"]
@@ -239,17 +239,8 @@ def tower_features(llava_model, pixel_values: torch.Tensor, *, cache: FeatureSto
     config = llava_model.config
     dtype = next(tower.parameters()).dtype
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-        layer = config.vision_feature_layer
         out = tower(pixel_values.to(dtype), output_hidden_states=True, return_dict=True)
-        if isinstance(layer, int):
-            selected = out.hidden_states[layer]
-            if config.vision_feature_select_strategy == "default":
-                selected = selected[:, 1:]
-        else:
-            pool = [out.hidden_states[i] for i in layer]
-            if config.vision_feature_select_strategy == "default":
-                pool = [h[:, 1:] for h in pool]
-            selected = torch.cat(pool, dim=-1)
+        selected = select_features(config, out)
     if cached:
         cache.put(rows, _as_projector_reads(llava_model, selected))
     return selected
@@ -269,27 +260,3 @@ def _as_projector_reads(llava_model, features: torch.Tensor) -> torch.Tensor:
     if starts_linear and torch.is_autocast_enabled(device_type):
         return features.to(torch.get_autocast_dtype(device_type))
     return features
-
-
-# transformers' SDPA attention under a name that has no mask function: the decoder then builds no
-# mask at all and SDPA runs with ``is_causal``. The same kernel and result as "sdpa" without a mask,
-# minus the mask builder's check for packed sequences, which reads a device tensor on the host
-# (a GPU sync in the middle of every forward).
-UNMASKED_SDPA = "sdpa_unmasked"
-
-
-@contextlib.contextmanager
-def unmasked_attention(config):
-    """While active, a decoder with SDPA attention (``config``) runs causal attention without a mask.
-
-    For maskless batches only (``speed.drop_causal_mask``): right padding, nothing packed.
-    """
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        yield
-        return
-    AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)  # idempotent: a dict entry
-    config._attn_implementation = UNMASKED_SDPA
-    try:
-        yield
-    finally:
-        config._attn_implementation = "sdpa"

@@ -30,7 +30,7 @@ from transformers import AutoTokenizer
 from . import data as data_mod
 from . import distributed
 from . import evaluate as eval_mod
-from . import feature_cache
+from . import export as export_mod
 from . import builtins
 from . import models as models_mod
 from . import report as run_report
@@ -38,9 +38,10 @@ from . import speed as speed_mod
 from .checkpoints import TrainState, atomic_dir, latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from .config import FinetuneConfig, RunResult
 from .errors import FinetuneError
-from .families import core_model
+from .families import core_model, train_mode
 from .loaded_model import LoadedModel
 from .loss import with_host_indices
+from .speed import feature_cache
 from .step import StepOutput, TrainStep
 from .tokenizer import END, IMAGE, train_tokenizer
 from .tracking import Tracker, TrainProgress, memory_gib, wandb_mode
@@ -166,7 +167,7 @@ class Recipe:
         self.speed = speed
         for line in family_lines:
             console.print(f"{who}: {line}")
-        if speed_mod.apply_speed(self.model, speed) == 0 and speed.compile_layers:
+        if speed_mod.prepare_model(self.model, speed) == 0 and speed.compile_layers:
             console.print(f"{who}: no transformer blocks of {cfg.model} to compile; they run eager")
         self.maskless = speed.maskless and speed_mod.maskless_supported(self.model)
         self.cache = None
@@ -206,7 +207,7 @@ class Recipe:
         cuda = device.type == "cuda"
         collator = data_mod.Collator(loaded.processor, self.prompt, loaded.end_token, train=True,
                                      pad_to_multiple_of=self.speed.pad_to_multiple_of, augment=cfg.augment,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, text_prompt=data_mod.build_text_prompt(loaded, cfg.question))
         batch_sampler = distributed.RankSlice(self.sampler, dist) if dist.enabled else self.sampler
         across = data_mod.AcrossEpochs(batch_sampler, state.epoch, state.batch_in_epoch, tag_epochs=cfg.augment)
         loader = data_mod.make_loader(self.splits["train"], collator, batch_sampler=across,
@@ -214,6 +215,9 @@ class Recipe:
         # Every rank must run each micro-batch's forward and backward (they gather and reduce together):
         # one left without rows (an epoch's short last batch, unreadable images) runs this one at weight 0.
         standin = make_standin(self.splits["train"], collator) if dist.enabled else None
+        if standin is not None:   # and a micro-batch without an image runs the vision tower on its images
+            distributed.set_image_standin(self.module, standin,
+                                          text_only_rows=data_mod.text_only_rows(self.splits["train"]) > 0)
         self.train_step = TrainStep(self.module, self.optimizer, device=device, bf16=self.bf16,
                                     max_grad_norm=cfg.max_grad_norm, scheduler=self.scheduler, dist=dist,
                                     maskless=self.maskless, speed=self.speed, standin=standin)
@@ -227,7 +231,7 @@ class Recipe:
             torch.cuda.reset_peak_memory_stats(device)
         self.batches, self.per_epoch = iter(loader), self.sampler.batches_per_epoch()
         self.metrics: dict[str, Any] = {}
-        self.model.train()
+        train_mode(self.model)
 
     # ----------------------------------------------------------------------------------------
     # The loop's parts
@@ -321,6 +325,8 @@ class Recipe:
                                   f"batches served without the vision tower ({len(cache)} rows cached)")
                 if self.cfg.save_final:
                     save_final(whole, self.loaded, self.out, self.cfg)
+                if self.cfg.merge:   # --merge: OUT/merged, as run-finetune export writes it
+                    console.print(export_mod.after_run(self.out))
                 console.print(run_report.write_after_run(self.out))  # report.html (finetune/report/)
         distributed.barrier(self.dist)
 
@@ -456,7 +462,8 @@ def prepare_model(loaded: LoadedModel, cfg: FinetuneConfig):
 
 def make_standin(train_split, collator) -> dict:
     """A one-row training batch (the first readable row), with its answer positions."""
-    batch = next((b for b in data_mod.make_loader(train_split, collator, batch_size=1) if "labels" in b), None)
+    batch = next((b for b in data_mod.make_loader(train_split, collator, batch_size=1)
+                  if "labels" in b and distributed.has_images(b)), None)
     if batch is None:
         raise FinetuneError("no image of the training split can be read")
     return with_host_indices(batch)
@@ -483,7 +490,7 @@ def save_final(model, loaded, out: Path, cfg: FinetuneConfig) -> None:
             model.save_pretrained(os.path.join(tmp, "adapter"))
             return
         # Training is over: merging in place costs no second copy of the weights.
-        core = model.merge_and_unload() if cfg.method == "lora" else core_model(model)
+        core = export_mod.merge_peft(model, source="final")[0] if cfg.method == "lora" else core_model(model)
         core.config.use_cache = True
         core.save_pretrained(tmp)
 

@@ -11,7 +11,7 @@ device tensors, read only when the caller logs them.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -19,8 +19,7 @@ from torch import nn
 from . import distributed
 from .data import INDEX_KEY
 from .loss import ANSWER_INDEX_KEY, with_host_indices
-from .presets import SpeedConfig
-from .speed import begin_step, drop_causal_mask
+from .speed import SpeedConfig, prepare_batch
 
 
 @dataclass
@@ -49,7 +48,8 @@ class TrainStep:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.device, self.bf16, self.dist = device, bf16, dist
         self.max_norm = max_grad_norm if max_grad_norm > 0 else float("inf")
-        self.maskless, self.speed = maskless, speed
+        # The batches' levers: maskless only where the caller found the model's family allows it.
+        self.maskless, self.speed = maskless, replace(speed, maskless=maskless)
         self.standin = None if standin is None else with_host_indices(standin)
 
     def __call__(self, micro_batches: list[dict]) -> StepOutput:
@@ -62,10 +62,9 @@ class TrainStep:
         step_loss = torch.zeros((), device=self.device)
         for i, batch in enumerate(micro):
             weight = 0.0 if batch is self.standin else 1.0
-            batch = drop_causal_mask(batch, self.maskless)
+            batch = prepare_batch(batch, self.speed)
             batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                      for k, v in batch.items()}
-            begin_step(self.speed)
             # Gradients are averaged over processes once, on the step's last micro-batch.
             last = i == len(micro) - 1
             with contextlib.nullcontext() if last else distributed.no_sync(self.module):

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from . import gc_steps
 from .checkpoints import latest_checkpoint
 from .config import FinetuneConfig, RunResult
 from .recipe import Recipe, Throughput, prepare_model
+from .speed.gc import collect_every
 
 __all__ = ["RunResult", "latest_checkpoint", "prepare_model", "train"]
 
@@ -36,7 +36,7 @@ def train(config: FinetuneConfig, *, console: Console | None = None,
     cfg, state, total = run.cfg, run.state, run.total_steps
     clock = Throughput()
     try:
-        with run.progress() as bar, gc_steps.collect_every() as collector:
+        with run.progress() as bar, collect_every() as collector:
             while state.step < total:
                 t0 = time.perf_counter()
                 out = run.step(run.next_micro_batches())   # forward + backward of each, clip, AdamW, schedule

@@ -11,8 +11,8 @@ from _ft_fixtures import indexed_rows_and_tokenizer  # noqa: E402
 
 from finetune.config import DEFAULT_QUESTION, FinetuneConfig  # noqa: E402
 from finetune.data import INDEX_KEY, Collator, build_prompt  # noqa: E402
-from finetune.families import core_model  # noqa: E402
-from finetune.feature_cache import ImageFeatureCache, for_run  # noqa: E402
+from finetune.families import core_model, train_mode  # noqa: E402
+from finetune.speed.feature_cache import ImageFeatureCache, for_run  # noqa: E402
 from finetune.loss import ROWS_KEY, LossModule, tower_features, with_host_indices  # noqa: E402
 from finetune.builtins import build_builtin  # noqa: E402
 from finetune.train import prepare_model  # noqa: E402
@@ -35,7 +35,7 @@ def _model(tokenizer, *, train_vision: bool, train_projector: bool = False):
     if train_projector:  # a frozen tower under a projector that trains: the cache holds the projector's input
         for p in core_model(model).model.multi_modal_projector.parameters():
             p.requires_grad_(True)
-    model.train()
+    train_mode(model)
     return loaded, model
 
 

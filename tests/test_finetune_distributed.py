@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,12 @@ RUN_TOML = "max_eval_samples = 4\nmax_new_tokens = 4\nsave_every = 2\neval_every
 STEPS = ["--max-steps", "3", "--batch-size", "8", "--grad-accum", "2"]
 
 
+# The N-processes-match-one comparisons need a model without BatchNorm: tiny's ResNet tower normalises
+# with each process's own rows (its per-device batch), as any DDP ResNet without SyncBatchNorm does.
+# tiny-llava is the same decoder behind a CLIP tower (LayerNorm only).
+EXACT_MODEL = "tiny-llava"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:  # torchrun's static rendezvous needs a fixed one
         sock.bind(("127.0.0.1", 0))
@@ -35,11 +42,12 @@ def _free_port() -> int:
 
 
 def _finetune(out: Path, dataset: Path, nproc: int, *extra: str, settings: str = "",
-              launcher: str = "torchrun") -> dict:
-    """``run-finetune`` over ``nproc`` processes; returns metrics.json."""
+              launcher: str = "torchrun", timeout: float = 240) -> dict:
+    """``run-finetune`` over ``nproc`` processes; returns metrics.json. A run still going after ``timeout``
+    seconds (processes waiting on each other) is killed, launcher and workers, and fails the test."""
     config = out.with_name(f"{out.name}.toml")
     config.write_text(RUN_TOML + settings)
-    args = ["-m", "finetune", "--config", str(config), "--dataset", str(dataset), "--model", "tiny", *STEPS,
+    args = ["-m", "finetune", "--config", str(config), "--dataset", str(dataset), "--model", EXACT_MODEL, *STEPS,
             "--num-workers", "0", "--no-wandb", "--out", str(out), "--device", "cpu", *extra]
     if launcher == "accelerate":
         # accelerate's --cpu starts one process unless it goes through MPI; --multi_gpu is its torchrun
@@ -51,8 +59,16 @@ def _finetune(out: Path, dataset: Path, nproc: int, *extra: str, settings: str =
         args = ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
                 "--master-port", str(_free_port()), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RUN_FINETUNE_DEBUG": "1"}
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Its own session: on a timeout the launcher's workers are killed with it, not left waiting.
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"run-finetune over {nproc} processes still running after {timeout} s (hung): {stderr[-2000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -201,3 +217,95 @@ def test_fsdp_with_lora_is_a_one_line_error(capsys):
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith("run-finetune: error: --fsdp shards full fine-tuning only"), err
     assert cli.parse_config(["--method", "lora", "--no-fsdp"]).fsdp is False
+
+
+# --------------------------------------------------------------------------------------------
+# A micro-batch without an image on one process, with images on the other
+
+TEXT_ONLY = (0, 2, 3, 6)   # training rows whose image is null: they train on the prompt without the image
+
+
+def _text_only_dataset(out: Path) -> Path:
+    import datasets
+
+    from generator.schema import features
+
+    rows = fx.make_rows(12, seed=3, image_size=32)
+    for i in TEXT_ONLY:
+        rows[i]["image"] = None
+    (out / "data").mkdir(parents=True)
+    for name, part in (("train", rows[:8]), ("test", rows[8:])):
+        datasets.Dataset.from_list(part, features=features()).to_parquet(str(out / "data" / f"{name}-00000-of-00001.parquet"))
+    return out
+
+
+def _mixed_micro_batches(dataset: Path, tokenizer_dir: Path, steps: int) -> int:
+    """How many of the first ``steps`` micro-batches (of 2 rows, one a process) give one process a
+    text-only row and the other an image: the sampler's batches, replayed."""
+    from transformers import AutoTokenizer
+
+    from finetune.data import LengthGroupedBatchSampler, answer_lengths, load_splits
+    from finetune.tokenizer import END
+
+    lengths = answer_lengths(load_splits(str(dataset))["train"], AutoTokenizer.from_pretrained(str(tokenizer_dir)), END)
+    batches = LengthGroupedBatchSampler(lengths, 2, seed=0).batches(0)[:steps]
+    return sum((b[0] in TEXT_ONLY) != (b[1] in TEXT_ONLY) for b in batches)
+
+
+@pytest.mark.parametrize("family, method", [("tiny", "full"), ("llava", "full"), ("llava", "lora")],
+                         ids=["tiny-fsdp-tower-trains", "llava-fsdp-tower-frozen", "llava-ddp-lora-tower-trains"])
+def test_a_process_without_an_image_does_not_hang(family, method, work):
+    """Full fine-tuning runs under FSDP (tiny trains its tower, LLaVA's stays frozen), LoRA under DDP
+    (LLaVA's tower and projector in full). Each of 4 steps gives each process one row; some give one
+    process a text-only row while the other has an image. Without every process running the tower,
+    FSDP's collectives pair up wrong (gloo: "Received data size doesn't match expected size"; NCCL
+    may wait for ever); DDP copes through find_unused_parameters. The run must end (a hang is killed
+    after the timeout and fails) and train on all 8 rows."""
+    from test_families import build_llava
+
+    dataset = work / "text-only"
+    if not dataset.exists():
+        _text_only_dataset(dataset)
+    model = "tiny" if family == "tiny" else str(work / "llava-model")
+    if family == "llava" and not Path(model).exists():
+        build_llava(Path(model))
+    out = work / f"text-only-run-{family}-{method}"
+    # No LoRA dropout: one process and two draw different masks.
+    settings = "train_vision = true\nlora_dropout = 0.0\n" if method == "lora" else ""
+    extra = ["--model", model, "--method", method, "--max-steps", "4", "--batch-size", "2", "--grad-accum", "1",
+             "--save-every", "0", "--eval-every", "0"]
+    metrics = _finetune(out, dataset, 2, *extra, settings=settings, timeout=150)
+    train = metrics["train"]
+    assert (train["processes"], train["fsdp"], train["steps"]) == (2, method == "full", 4)
+    assert train["samples"] == 8 and train["skipped_rows"] == 0 and train["final_loss"] is not None
+    tokenizer = out / "processor" if family == "tiny" else Path(model)
+    assert _mixed_micro_batches(dataset, tokenizer, 4) > 0
+    # The tower's pass at weight 0 changes nothing: one process trains the same (not tiny: its ResNet
+    # tower's BatchNorm takes statistics over each process's own rows).
+    if method == "lora":
+        alone = _finetune(work / "text-only-run-one", dataset, 1, *extra, settings=settings)["train"]
+        assert train["final_loss"] == pytest.approx(alone["final_loss"], rel=1e-4)
+        assert train["final_grad_norm"] == pytest.approx(alone["final_grad_norm"], rel=1e-3)
+
+
+def test_a_row_with_a_null_image_trains_on_the_prompt_without_the_image(tmp_path):
+    """The collator's text-only rows: the prompt without the image token, labels on the answer, and
+    image inputs from the rows that have an image only."""
+    from finetune.builtins import build_builtin
+    from finetune.config import DEFAULT_QUESTION
+    from finetune.data import Collator, INDEX_KEY, build_prompt, build_text_prompt
+
+    rows, tokenizer = fx.indexed_rows_and_tokenizer(3, seed=0, image_size=32)
+    loaded = build_builtin("tiny", tokenizer)
+    collator = Collator(loaded.processor, build_prompt(loaded, DEFAULT_QUESTION), loaded.end_token,
+                        text_prompt=build_text_prompt(loaded, DEFAULT_QUESTION))
+    rows[1]["image"] = None
+    batch = collator(rows)
+    image_id = tokenizer.convert_tokens_to_ids(loaded.image_token)
+    assert batch[INDEX_KEY].tolist() == [0, 1, 2] and batch["pixel_values"].shape[0] == 2
+    assert [(ids == image_id).any().item() for ids in batch["input_ids"]] == [True, False, True]
+    assert ((batch["labels"] != -100).sum(dim=1) > 0).all()
+    alone = collator([rows[1]])
+    assert "pixel_values" not in alone and "labels" in alone
+    # Without a text prompt (generation, or a family with none) the row is skipped, as before.
+    assert Collator(loaded.processor, collator.prompt, loaded.end_token)([rows[1]])["_skipped"] == [1]

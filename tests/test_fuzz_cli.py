@@ -1016,7 +1016,7 @@ def _typed(annotation) -> st.SearchStrategy:
     options = []
     for part in parts:
         if typing.get_origin(part) is dict:  # the [speed] table: lever names (and junk) to values of any type
-            from finetune.presets import SpeedConfig
+            from finetune.speed.config import SpeedConfig
 
             levers = st.sampled_from([f.name for f in dataclasses.fields(SpeedConfig)] + ["junk", ""])
             values = st.booleans() | st.integers(-2, 20) | st.floats(-1, 2) | st.text(FILE_CHARS, max_size=5)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 
-from finetune.gc_steps import collect_every
+from finetune.speed.gc import collect_every
 
 
 def test_the_loop_collects_the_young_generations_every_n_steps_and_restores_the_collector(monkeypatch):

@@ -59,7 +59,7 @@ def one_error(err: str) -> str:
     ("c.yaml", 'trust_remote_code: "no"\n', "trust_remote_code must be true or false, not str 'no'"),
     ("c.toml", 'batch_size = "16"\n', "batch_size must be a whole number or null, not str '16'"),
     ("c.toml", 'lr = "1e-4"\n', "lr must be a finite number or null, not str '1e-4'"),
-    ("c.toml", 'epochs = "six"\n', "epochs must be a finite number, not str 'six'"),
+    ("c.toml", 'epochs = "six"\n', "epochs must be a finite number or null, not str 'six'"),
     ("c.yaml", "batch_size: [1, 2]\n", "batch_size must be a whole number or null, not list"),
     ("c.toml", "question = 123\n", "question must be a string, not int 123"),
     ("c.toml", "seed = true\n", "seed must be a whole number, not bool True"),

@@ -7,9 +7,10 @@ from dataclasses import asdict, fields, replace
 
 import pytest
 
-from finetune import cli, presets
+from finetune import cli
 from finetune.config import FinetuneConfig, load_config
-from finetune.presets import PRESETS, SUGGESTIONS, SpeedConfig
+from finetune.speed import config as presets
+from finetune.speed.config import PRESETS, SUGGESTIONS, SpeedConfig
 
 # A value for each lever that differs from every preset's, so that setting it alone shows.
 CHANGED = {"compile_layers": True, "maskless": True, "activation_memory_budget": 0.5, "pad_to_multiple_of": 32,

@@ -1,4 +1,4 @@
-"""Measure the speed levers one configuration at a time on one GPU (phi3v-shape), for finetune/speed.py.
+"""Measure the speed levers one configuration at a time on one GPU (phi3v-shape), for finetune/speed/.
 
     python3 bench/gpu/levers.py --out $OUT/levers.jsonl [--budget-s 520] [--only NAME ...]
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import json
 import statistics
 import subprocess
@@ -24,8 +23,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from finetune.speed.allocator import use_expandable_segments  # noqa: E402
+
 # As run-finetune sets it: without it, batches of varying width made 2.5 s allocator stalls in eager steps.
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+use_expandable_segments()
 
 P = {"compile_layers": True, "maskless": True, "pad_to_multiple_of": 64}
 

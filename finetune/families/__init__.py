@@ -14,16 +14,16 @@ the family modules import; this module imports the family modules (no cycle).
 """
 from __future__ import annotations
 
-from .base import FEATURE_CACHE, GENERIC, MASKLESS, Family, core_model, language_model, last_decoder_layer
+from .base import FEATURE_CACHE, GENERIC, MASKLESS, Family, core_model, language_model, last_decoder_layer, train_mode
 from .gemma3 import GEMMA3, PALIGEMMA
-from .llava import LLAVA
+from .llava import FAST_VLM, LLAVA
 from .llava_next import LLAVA_NEXT
 from .qwen2_vl import QWEN2_VL
 
 __all__ = ["FEATURE_CACHE", "GENERIC", "MASKLESS", "REGISTERED", "Family", "core_model", "family_for", "family_of",
-           "family_of_processor", "language_model", "last_decoder_layer"]
+           "family_of_processor", "language_model", "last_decoder_layer", "train_mode"]
 
-REGISTERED: tuple[Family, ...] = (LLAVA, LLAVA_NEXT, QWEN2_VL, GEMMA3, PALIGEMMA)
+REGISTERED: tuple[Family, ...] = (LLAVA, FAST_VLM, LLAVA_NEXT, QWEN2_VL, GEMMA3, PALIGEMMA)
 
 
 def family_for(model_type: str | None) -> Family:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-# Levers (finetune/presets.py SpeedConfig fields) a family can turn off, each with its reason.
+# Levers (finetune/speed/config.py SpeedConfig fields) a family can turn off, each with its reason.
 MASKLESS = "maskless"
 FEATURE_CACHE = "cache_image_features"
 
@@ -71,3 +71,18 @@ def last_decoder_layer(model):
     """The decoder's last layer, or ``None`` where the model has no ``language_model.layers``."""
     layers = getattr(language_model(model), "layers", None)
     return layers[-1] if layers else None
+
+
+def train_mode(model) -> None:
+    """``model.train()``, except that frozen normalisation layers with running statistics stay in eval.
+
+    A frozen BatchNorm in train mode normalises with each batch's statistics and keeps moving its running
+    ones: a frozen convolutional tower (the built-in tiny's ResNet under --no-train-vision) would change
+    while nothing trains it, and its features would depend on which rows share a batch, so the feature
+    cache would no longer be exact. ViT towers have none: for them this is ``model.train()``.
+    """
+    model.train()
+    for module in model.modules():
+        if getattr(module, "running_mean", None) is not None and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
+

@@ -18,7 +18,7 @@ import types
 import torch
 from torch import nn
 
-from .families import last_decoder_layer
+from ..families import last_decoder_layer
 
 _POSITIONS = "_answer_positions"
 

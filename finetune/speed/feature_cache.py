@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .families import FEATURE_CACHE, core_model, family_of
-from .families.llava import llava_backbone
-from .loss import supports_answer_loss
+from ..families import FEATURE_CACHE, core_model, family_of
+from ..families.llava import llava_backbone
+from ..loss import supports_answer_loss
 
 
 class ImageFeatureCache:
