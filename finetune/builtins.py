@@ -7,6 +7,9 @@ nothing is downloaded. Each is a vision tower -> 2-layer MLP projector -> Phi-3 
   CPU twin of phi3v-shape's architecture (every speed lever applies to it);
 * ``phi3v-shape``: the shapes of Phi-3-vision (CLIP ViT-L/14-336, 576 image tokens, Phi-3-mini),
   for measuring GPU throughput and memory with realistic costs.
+
+And the CPU twins of the families people fine-tune (``tiny-qwen2.5-vl``, ``tiny-gemma3``, ``tiny-smolvlm``:
+their own classes and processors), built by finetune/twins.py; ``is_builtin`` and ``build_builtin`` know them.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from .errors import FinetuneError
 from .loaded_model import LoadedModel
 from .tokenizer import END, IMAGE
+from .twins import TWINS, build_twin
 
 # torch and transformers are imported in the functions that use them: FinetuneConfig (and so the CLI,
 # to parse its flags) imports this module for ``default_method``.
@@ -149,23 +153,39 @@ BUILTIN_MODELS: dict[str, BuiltinSpec] = {
 
 
 def is_builtin(name: str) -> bool:
-    return name in BUILTIN_MODELS
+    return name in BUILTIN_MODELS or name in TWINS
+
+
+def builtin_names() -> list[str]:
+    """Every built-in: the Phi-3-decoder ones, then the families' CPU twins (finetune/twins.py)."""
+    return [*BUILTIN_MODELS, *TWINS]
+
+
+def special_tokens(name: str) -> dict[str, str] | None:
+    """The extra special tokens a built-in's tokenizer needs (a twin's family markers), or None."""
+    return dict(TWINS[name].tokens) if name in TWINS else None
+
+
+def _defaults(name: str):
+    """What holds a built-in's defaults (a BuiltinSpec or a twin), or None for a real model."""
+    return BUILTIN_MODELS.get(name) or TWINS.get(name)
 
 
 def default_method(name: str) -> str:
-    """lora, except where a built-in model learns better in full (the random tiny model)."""
-    return BUILTIN_MODELS[name].default_method if is_builtin(name) else "lora"
+    """lora, except where a built-in model learns better in full (the random tiny models)."""
+    spec = _defaults(name)
+    return spec.default_method if spec is not None else "lora"
 
 
 def default_epochs(name: str) -> float:
     """The epochs of a run that gives neither --epochs nor --max-steps."""
-    spec = BUILTIN_MODELS.get(name)
+    spec = _defaults(name)
     return spec.default_epochs if spec is not None else DEFAULT_EPOCHS
 
 
 def default_lr(name: str, method: str, fallback: float) -> float:
     """The peak learning rate of a run that gives no --lr."""
-    spec = BUILTIN_MODELS.get(name)
+    spec = _defaults(name)
     if spec is not None and method == "full" and spec.full_lr is not None:
         return spec.full_lr
     return fallback
@@ -246,6 +266,8 @@ def build_builtin(name: str, tokenizer, *, device=None, dtype=None, seed: int = 
     in fp32 take minutes and 16 GB; on the GPU in bf16 they take seconds. ``device="meta"`` builds
     the skeleton only (for counting parameters).
     """
+    if name in TWINS:
+        return build_twin(name, tokenizer, device=device, dtype=dtype, seed=seed)
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -275,7 +297,7 @@ def _spec(name: str) -> BuiltinSpec:
     try:
         return BUILTIN_MODELS[name]
     except KeyError:
-        raise FinetuneError(f"unknown built-in model {name!r}; choose one of {', '.join(BUILTIN_MODELS)}") from None
+        raise FinetuneError(f"unknown built-in model {name!r}; choose one of {', '.join(builtin_names())}") from None
 
 
 def _clip_image_processor(size: int):

@@ -6,6 +6,7 @@
     run-finetune                                        # generates the default catalogue, then trains
     run-finetune report runs/finetune                   # (re)build report.html of a finished run
     run-finetune export runs/finetune --out merged      # merged 16-bit weights + processor of a finished run
+    run-finetune --list-models                          # the built-in models: class, parameters, image tokens
 
 Bad input is one line on stderr starting with ``run-finetune: error:`` and exit code 2; out of memory
 and other failures at run time exit 1; Ctrl-C exits 130 with a hint about ``--resume``.
@@ -59,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, argument_default=argparse.SUPPRESS,
                 description="Fine-tune a vision-language model on a product catalogue and evaluate it against "
                             "baselines. Without --dataset, the default synthetic catalogue is generated "
-                            f"({DEFAULT_ROWS} rows, reused when already there).")
+                            f"({DEFAULT_ROWS} rows, reused when already there). run-finetune --list-models "
+                            "lists the built-in models.")
     p.add_argument("--config", type=path_arg("--config"), metavar="FILE", help="settings from a .toml or .yaml file; flags override them")
     p.add_argument("--dataset", metavar="DIR_OR_REPO", help="a gen-samples folder, a saved dataset or a Hub dataset id")
-    p.add_argument("--model", help="tiny | phi3v-shape (built-in, random weights) | a local path | a cached Hub id")
+    p.add_argument("--model", help="tiny | tiny-llava | phi3v-shape | tiny-qwen2.5-vl | tiny-gemma3 | tiny-smolvlm "
+                                   "(built-in, random weights: --list-models) | a local path | a cached Hub id")
     p.add_argument("--method", choices=("lora", "full"), help="LoRA adapters (default) or full fine-tuning")
     p.add_argument("--epochs", type=_number("--epochs", float, 0, strict=True))
     p.add_argument("--batch-size", type=_number("--batch-size", int, 1))
@@ -218,12 +221,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(argv[1:])
     if argv[:1] == ["export"]:
         return _export(argv[1:])
+    if "--list-models" in argv:
+        return _list_models()
     use_expandable_segments()   # before anything touches CUDA (finetune/speed/allocator.py)
     try:
         config = parse_config(argv)
     except FinetuneError as err:
         _fail(str(err), err.exit_code)
     return _run(config)
+
+
+def _list_models() -> int:
+    """The built-in models as a table on stdout: class, parameter count, image tokens a sample."""
+    from rich.table import Table
+
+    from .models import describe_builtins  # deferred: torch and transformers
+
+    table = Table(title="built-in models (random weights; parameters at the default 2,048-token vocabulary)")
+    for column in ("model", "transformers class", "parameters", "image tokens a sample"):
+        table.add_column(column, justify="right" if column in ("parameters", "image tokens a sample") else "left")
+    for row in describe_builtins():
+        table.add_row(row["name"], row["class"], f"{row['parameters']:,}", str(row["image_tokens"]))
+    Console(width=max(100, Console().width)).print(table)
+    return 0
 
 
 def _run(config) -> int:

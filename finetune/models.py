@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .builtins import BUILTIN_MODELS, build_builtin, is_builtin
+from .builtins import build_builtin, builtin_names, is_builtin, special_tokens
 from .errors import FinetuneError
 from .loaded_model import LoadedModel
 from .tokenizer import END, IMAGE
@@ -155,7 +155,7 @@ def _raw_config(name_or_path: str, offline: bool) -> dict:
         where = "already in the Hub cache (HF_HUB_OFFLINE is set)" if offline else "on the Hub or in its cache"
         raise FinetuneError(
             f"unknown model {name_or_path!r} ({type(e).__name__}): use a built-in "
-            f"({', '.join(BUILTIN_MODELS)}), a local model directory, or a Hub model id {where}"
+            f"({', '.join(builtin_names())}), a local model directory, or a Hub model id {where}"
         ) from None
     return _read_config_json(Path(file), name_or_path)
 
@@ -184,6 +184,35 @@ def load_model(name: str, *, tokenizer=None, trust_remote_code: bool = False, de
             raise ValueError("built-in models need a tokenizer (see finetune.tokenizer.train_tokenizer)")
         return build_builtin(name, tokenizer, device=device, dtype=dtype, seed=seed)
     return load_pretrained(name, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+
+
+def describe_builtins(vocab_size: int = 2048, image_size: int = 336) -> list[dict]:
+    """Every built-in model: its transformers class, parameter count (at a tokenizer of ``vocab_size``,
+    the default) and image tokens for one ``image_size`` px square picture (the default catalogue's).
+    Built on the meta device: nothing is initialised, so it takes a second."""
+    from PIL import Image
+
+    from .data import build_prompt
+
+    image = Image.new("RGB", (image_size, image_size), (128, 128, 128))
+    rows = []
+    for name in builtin_names():
+        loaded = build_builtin(name, _stand_in_tokenizer(name, vocab_size), device="meta")
+        config = loaded.model.config
+        token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+        ids = loaded.processor(text=[build_prompt(loaded, "?")], images=[image])["input_ids"][0]
+        rows.append({"name": name, "class": type(loaded.model).__name__, "parameters": count_parameters(loaded.model),
+                     "image_tokens": sum(1 for i in ids if i == token_id)})
+    return rows
+
+
+def _stand_in_tokenizer(name: str, vocab_size: int):
+    """A tokenizer with a built-in's special tokens and ``vocab_size`` tokens, as a run's would have."""
+    from .tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["a stand-in text"], vocab_size=vocab_size, extra_special_tokens=special_tokens(name))
+    tokenizer.add_tokens([f"<unused_{i}>" for i in range(vocab_size - len(tokenizer))])
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------

@@ -421,7 +421,8 @@ def load_model(cfg: FinetuneConfig, splits, out: Path, device, dtype) -> LoadedM
             tokenizer.init_kwargs.pop(key, None)
     else:
         texts = data_mod.training_texts(splits["train"], data_mod.phi3_prompt(cfg.question, IMAGE), END)
-        tokenizer = train_tokenizer(texts, vocab_size=cfg.tokenizer_vocab_size)
+        tokenizer = train_tokenizer(texts, vocab_size=cfg.tokenizer_vocab_size,
+                                    extra_special_tokens=builtins.special_tokens(cfg.model))
     loaded = builtins.build_builtin(cfg.model, tokenizer, device=device, dtype=dtype, seed=cfg.seed)
     if not saved.is_dir():
         atomic_dir(saved, loaded.processor.save_pretrained)

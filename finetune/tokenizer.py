@@ -6,7 +6,7 @@ small, and byte-level BPE can still spell any title that the training text never
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 # tokenizers and transformers are imported in the functions that use them: the CLI imports this module
@@ -18,12 +18,16 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 SPECIAL_TOKENS: tuple[str, ...] = (UNK, BOS, EOS, PAD, USER, ASSISTANT, END, IMAGE)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2,
+                    extra_special_tokens: Mapping[str, str] | None = None):
     """Train a byte-level BPE on ``texts`` and wrap it for transformers.
 
     Deterministic: the same texts in the same order give the same vocabulary and merges.
-    Special tokens take ids 0..7 in ``SPECIAL_TOKENS`` order.
+    Special tokens take ids 0..7 in ``SPECIAL_TOKENS`` order; ``extra_special_tokens`` (a model family's
+    image and chat markers, by name: ``{"image_token": "<|image_pad|>"}``) follow them, and each name
+    becomes an attribute of the tokenizer (``tokenizer.image_token``), as real processors expect.
     """
+    extra = dict(extra_special_tokens or {})
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -33,7 +37,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *(t for t in extra.values() if t not in SPECIAL_TOKENS)],
         # Every byte gets a token, so no text is ever out of vocabulary.
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -46,7 +50,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         eos_token=END,
         pad_token=PAD,
         unk_token=UNK,
-        extra_special_tokens=[USER, ASSISTANT, IMAGE],
+        extra_special_tokens={**extra} if extra else [USER, ASSISTANT, IMAGE],
         padding_side="right",
         # Phi-3 chat text is tokenized as written: no implicit BOS/EOS around it.
         add_bos_token=False,
