@@ -6,11 +6,11 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from _browser import CHROMIUM, SKIP_REASON, chromium
 from generator.api import GenerateConfig, ReportError, report_svg, write_dataset_report, write_run
 from generator.cli import main
 from generator.report.fidelity_view import fidelity_section
@@ -176,36 +176,39 @@ def test_svg_primitives_are_plain_and_stable():
 # --------------------------------------------------------------------------------------------------
 # In a real browser
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                 if shutil.which(n)), None)
-
-
-def _chromium(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           "--disable-extensions", "--enable-logging=stderr", "--v=0", *args],
-                          capture_output=True, text=True, timeout=120)
-
-
 def _tiles(dom: str) -> list[int]:
     grid = re.search(r'<div id="grid">(.*?)</div><noscript>', dom, re.S)[1]
     return [int(x) for x in re.findall(r'<div class="tile[^"]*" data-row="(\d+)"', grid)]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 def test_the_gallery_pages_and_filters_in_headless_chromium(synthetic, tmp_path):
     url = (synthetic / "report.html").resolve().as_uri()
-    done = _chromium("--virtual-time-budget=5000", "--dump-dom", url)
+    done = chromium("--virtual-time-budget=5000", "--dump-dom", url)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Uncaught" not in done.stderr and ":CONSOLE" not in done.stderr   # no script error, no console output
+    assert done.requests == []                                           # nor any request to the network
     dom = done.stdout
     assert _tiles(dom) == list(range(PER_PAGE))                          # the script built the first page
     assert f"page 1 / {math.ceil(ROWS / PER_PAGE)}" in dom and f"{ROWS} of {ROWS} rows" in dom
     # a filter in the address narrows the gallery: the test split, its second page
-    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", url + "#split=test&page=1").stdout
+    done = chromium("--virtual-time-budget=5000", "--dump-dom", url + "#split=test&page=1")
+    assert done.requests == []                                           # paging fetches nothing either
+    dom = done.stdout
     test_rows = [r[0] for r in _gallery(dom)["rows"] if r[1] == 1]
     assert _tiles(dom) == test_rows[:PER_PAGE] and f"{len(test_rows)} of {ROWS} rows" in dom
-    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", url + "#q=%237").stdout
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", url + "#q=%237").stdout
     assert _tiles(dom) == [7]
     shot = tmp_path / "shot.png"
-    _chromium("--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}", url)
+    chromium("--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}", url)
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
+def test_the_browser_check_sees_a_request_the_page_makes(synthetic, tmp_path):
+    # the no-request assertion above is only worth something if it catches one: the same page plus one image
+    html = (synthetic / "report.html").read_text(encoding="utf-8")
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("<body>", '<body><img src="http://example.invalid/x.png">', 1), encoding="utf-8")
+    done = chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    assert done.returncode == 0 and done.requests == ["http://example.invalid/x.png"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from _browser import CHROMIUM, SKIP_REASON, chromium
 from _ft_fixtures import dataset_dir, tiny_config
 from finetune.cli import main
 from finetune.report import RunReportError, build_html, write_run_report
@@ -119,31 +119,22 @@ def test_a_bad_dir_is_one_line_and_exit_2(tmp_path, capsys, make):
         write_run_report(folder)
 
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                 if shutil.which(n)), None)
-
-
-def _chromium(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           "--disable-extensions", "--enable-logging=stderr", "--v=0", *args],
-                          capture_output=True, text=True, timeout=120)
-
-
 def _rows(dom: str) -> list[int]:
     body = re.search(r'<tbody id="pbody">(.*?)</tbody>', dom, re.S)[1]
     return [int(x) for x in re.findall(r'<tr data-row="(\d+)"', body)]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 def test_the_gallery_script_runs_in_headless_chromium(run):
     url = (run / "report.html").resolve().as_uri()
-    done = _chromium("--virtual-time-budget=5000", "--dump-dom", url + "#sort=row")
+    done = chromium("--virtual-time-budget=5000", "--dump-dom", url + "#sort=row")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Uncaught" not in done.stderr and ":CONSOLE" not in done.stderr
+    assert done.requests == []                    # no request to the network (tests/_browser.py reads the NetLog)
     dom = done.stdout
     assert _rows(dom) == list(range(N_TEST)) and f"{N_TEST} of {N_TEST} rows" in dom
     body = re.search(r'<tbody id="pbody">(.*?)</tbody>', dom, re.S)[1]
     assert body.count('<img alt="test row ') == N_TEST
     metrics = json.loads((run / "metrics.json").read_text())
-    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", url + "#show=unparsed").stdout
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", url + "#show=unparsed").stdout
     assert len(_rows(dom)) == metrics["n_test"] - metrics["n_parsed"]
