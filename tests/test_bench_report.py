@@ -233,6 +233,27 @@ def test_html_page_compares_runs_per_machine_and_suite(tmp_path):
     assert (tmp_path / "again.html").read_bytes() == page.read_bytes()
 
 
+def test_html_page_renders_in_headless_chromium_with_no_request(tmp_path):
+    """The bench page in a real browser: it loads without a console error, asks the network for
+    nothing, and its charts are there as SVG with drawn marks (tests/_browser.py)."""
+    from _browser import CHROMIUM, SKIP_REASON, chromium
+
+    if CHROMIUM is None:
+        pytest.skip(SKIP_REASON)
+    results = tmp_path / "results"
+    _write(results / "cpu", "0001.json", _run(CPU, "2025-01-01T10:00:00", cpu_benchmarks(1111.0)))
+    _write(results / "gpu", "0001_h100.json", _run(GPU, "2025-01-02T10:00:00", _gpu_benchmarks(), node="gpubox"))
+    page = tmp_path / "bench.html"
+    assert _main(["--results", results, "--no-plots", "--html", page])[0] == 0
+    done = chromium("--virtual-time-budget=3000", "--dump-dom", page.resolve().as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Uncaught" not in done.stderr and ":CONSOLE" not in done.stderr
+    assert done.requests == []
+    svgs = re.findall(r"<svg\b.*?</svg>", done.stdout, re.S)
+    assert len(svgs) >= 4 and all(re.search(r"<(rect|path|polyline|circle|line)\b", svg) for svg in svgs)
+    assert ">17.15x</text>" in done.stdout               # the ratio written on the ours-vs-peers bars
+
+
 def test_html_default_path_is_beside_the_results(tmp_path):
     results = tmp_path / "results"
     _write(results, "run.json", _run(CPU, "2025-01-02T10:00:00", cpu_benchmarks()))
