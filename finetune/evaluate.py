@@ -515,7 +515,8 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-_ROWS = (
+# (key in metrics.json, label, kind): pct = a fraction, pct100 = a percentage already, money
+METRIC_ROWS = (
     ("parse_rate", "parse rate", "pct"),
     ("category3_accuracy", "category3 accuracy", "pct"),
     ("category2_accuracy", "category2 accuracy", "pct"),
@@ -541,7 +542,7 @@ def results_table(metrics: dict[str, Any]):
     if limits:
         table.add_column("data limit", justify="right")
         table.add_column("of limit", justify="right")
-    for key, label, kind in _ROWS:
+    for key, label, kind in METRIC_ROWS:
         cells = [_fmt(values.get(key), kind) for _, values in columns]
         if limits:
             cells += [_fmt(_limit_for(key, limits), kind), _fmt(fractions.get(key), "pct")]

@@ -23,19 +23,12 @@ torch = pytest.importorskip("torch")
 from finetune.families.qwen2_vl import image_only_class  # noqa: E402
 from finetune.tokenizer import BOS, END, PAD, UNK, train_tokenizer  # noqa: E402
 
+# The families' chat templates, shortened, as the built-in twins have them. Gemma 3's writes <bos> itself,
+# and its tokenizer adds one too (as the real ones do).
+from finetune.twins import GEMMA3_TEMPLATE, QWEN_TEMPLATE  # noqa: E402
+
 HIDDEN = 32
 
-QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% for c in m.content %}{% if c.type == 'image' %}"
-    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c.text }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-# Gemma 3's template writes <bos> itself, and its tokenizer adds one too (as the real ones do).
-GEMMA3_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
-    "{% for c in m.content %}{% if c.type == 'image' %}<start_of_image>{% else %}{{ c.text }}{% endif %}"
-    "{% endfor %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
 LLAVA_TEMPLATE = (
     "{% for m in messages %}{{ m.role | upper }}: {% for c in m.content %}{% if c.type == 'image' %}<image>\n"
     "{% else %}{{ c.text }}{% endif %}{% endfor %}\n{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"

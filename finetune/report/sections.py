@@ -7,23 +7,12 @@ from typing import Any
 from generator.api import report_page as page
 from generator.api import report_svg as svg
 
+from ..evaluate import METRIC_ROWS
 from .charts import confusion_counts, confusion_heatmap, price_scatter, xy_chart
 from .folder import RunFolder
 
 Section, esc, table, figure, cards, note = page.Section, page.esc, page.table, page.figure, page.cards, page.note
 
-# (key in metrics.json, label, kind): kind pct = a fraction, pct100 = a percentage already, money
-METRIC_ROWS = (
-    ("parse_rate", "parse rate", "pct"),
-    ("category3_accuracy", "category3 accuracy", "pct"),
-    ("category2_accuracy", "category2 accuracy", "pct"),
-    ("price_mae", "price MAE (parsed rows)", "money"),
-    ("price_mape", "price MAPE (parsed rows)", "pct100"),
-    ("price_mae_all", "price MAE (unparsed = median)", "money"),
-    ("price_mape_all", "price MAPE (unparsed = median)", "pct100"),
-    ("title_exact_match", "title exact match", "pct"),
-    ("title_token_f1", "title token F1", "pct"),
-)
 CURVES = (("train/loss", "Training loss", False), ("train/lr", "Learning rate", False),
           ("train/samples_per_s", "Samples per second (log window)", False),
           ("train/peak_memory_gib", "Peak memory (GiB)", False))
