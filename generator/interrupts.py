@@ -22,16 +22,36 @@ _SIGINT = {signal.SIGINT}
 
 @contextmanager
 def sigint_held() -> Iterator[None]:
-    """Hold Ctrl-C back from this thread (and every process or thread it starts) until the block ends."""
+    """Hold Ctrl-C back from this thread (and every process or thread it starts) until the block ends,
+    then raise it (KeyboardInterrupt, or whatever the handler in place does).
+
+    Blocking alone is not enough when the process has other threads (a progress bar's, a queue's
+    feeder): the kernel then hands the signal to one of them, and Python raises it in the main thread
+    at once, in the middle of starting a worker, which then reads half its start-up data and prints
+    "EOFError: Ran out of input". So the handler only notes it while the block lasts.
+    """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield  # handlers run in the main thread only; Windows has no signal mask (workers still ignore it)
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+    noted: list[int] = []
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
     try:
         yield
     finally:
-        if signal.SIGINT not in previous:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # a pending Ctrl-C is raised here
+        if signal.SIGINT not in previous_mask:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # a Ctrl-C pending here is noted now
+        signal.signal(signal.SIGINT, previous_handler)
+        if noted:
+            _deliver(previous_handler)
+
+
+def _deliver(handler) -> None:
+    """What a Ctrl-C would have done under ``handler`` (Python's own raises KeyboardInterrupt)."""
+    if callable(handler):
+        handler(signal.SIGINT, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
 
 
 def ignore_sigint_in_worker() -> None:
