@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import FinetuneError
-from .loaded_model import LoadedModel
+from .loaded_model import LoadedModel, random_weights
 from .tokenizer import END, IMAGE
 from .twins import TWINS, build_twin
 
@@ -192,7 +192,8 @@ def default_lr(name: str, method: str, fallback: float) -> float:
 
 
 def builtin_config(name: str, tokenizer):
-    """The ``LlavaConfig`` of a built-in model for a given tokenizer."""
+    """The config of a built-in model for a given tokenizer: a ``FastVlmConfig`` (ResNet tower) or a
+    ``LlavaConfig`` (CLIP tower)."""
     from transformers import CLIPVisionConfig, LlavaConfig, Phi3Config
 
     spec = _spec(name)
@@ -268,17 +269,8 @@ def build_builtin(name: str, tokenizer, *, device=None, dtype=None, seed: int = 
     """
     if name in TWINS:
         return build_twin(name, tokenizer, device=device, dtype=dtype, seed=seed)
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     spec = _spec(name)
-    config = builtin_config(name, tokenizer)
-    torch.manual_seed(seed)
-    with torch.device(device or "cpu"):
-        model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model = random_weights(builtin_config(name, tokenizer), tokenizer, device=device, dtype=dtype, seed=seed)
     return LoadedModel(
         model=model,
         processor=builtin_processor(name, tokenizer),

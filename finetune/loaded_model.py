@@ -27,3 +27,25 @@ class LoadedModel:
     @property
     def end_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.end_token)
+
+
+def random_weights(config, tokenizer, *, device=None, dtype=None, seed: int = 0, init=None):
+    """A model of ``config`` with seeded random weights, built directly on ``device`` in ``dtype``
+    (``"meta"``: the skeleton only), generating with ``tokenizer``'s pad, end and begin ids.
+
+    The built-in models and their family twins are made here. ``init`` adjusts the fresh weights
+    (a twin whose projection would start at zeros).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    with torch.device(device or "cpu"):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
+    if init is not None:
+        init(model)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .loaded_model import LoadedModel
+from .loaded_model import LoadedModel, random_weights
 from .tokenizer import END
 
 # torch and transformers are imported in the functions that use them (the CLI imports this module
@@ -164,22 +164,13 @@ TWINS: dict[str, Twin] = {
 
 def build_twin(name: str, tokenizer, *, device=None, dtype=None, seed: int = 0) -> LoadedModel:
     """A twin with random weights, built directly on ``device`` (``"meta"``: the skeleton only)."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     twin = TWINS[name]
     missing = [t for t in twin.tokens.values() if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing:
         raise ValueError(f"{name} needs a tokenizer with {', '.join(missing)} (train_tokenizer's extra_special_tokens)")
     config, processor = twin.build(tokenizer)
-    torch.manual_seed(seed)
-    with torch.device(device or "cpu"):
-        model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
-    if twin.init is not None:
-        twin.init(model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END)
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    # The tokenizer's end-of-text token is END (finetune/tokenizer.py), where generation stops.
+    model = random_weights(config, tokenizer, device=device, dtype=dtype, seed=seed, init=twin.init)
     return LoadedModel(
         model=model, processor=processor, name=name, builtin=True,
         image_token=processor.image_token,
