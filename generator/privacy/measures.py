@@ -96,6 +96,15 @@ def phash_pair(image: Image.Image | bytes) -> tuple[int, int]:
     return _bits(low), _bits(mirrored)
 
 
+def hash_distances(hashes: np.ndarray, mirrors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Bits between the hashes of ``rows`` and every hash, flip-invariant (either image mirrored):
+    ``[len(rows), len(hashes)]``, a row's distance to itself set to 64 (never a near-duplicate)."""
+    h = hashes[rows, None]
+    d = np.minimum(np.bitwise_count(h ^ hashes[None, :]), np.bitwise_count(h ^ mirrors[None, :]))
+    d[np.arange(len(rows)), rows] = 64
+    return d
+
+
 def _bits(low: np.ndarray) -> int:
     packed = np.packbits((low > np.median(low)).ravel())
     return int.from_bytes(packed.tobytes(), "big")

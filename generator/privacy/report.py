@@ -11,7 +11,7 @@ import numpy as np
 
 from generator.privacy.guard import OFF_ADVICE, PrivacyGuard, _reuse
 from generator.privacy.measures import (_content_key, _identifier_hits, _image_bytes, _price_key, _stats,
-                                        normalise_title, phash_pair, row_pii)
+                                        hash_distances, normalise_title, phash_pair, row_pii)
 from generator.sources import SourceCatalog
 
 
@@ -211,10 +211,7 @@ def _near_duplicates(hashes: np.ndarray, mirrors: np.ndarray, bits: int) -> dict
     step = max(1, (1 << 23) // m)  # ~8 M distances (uint8) per block, whatever m is
     for start in range(0, len(queries), step):
         q = queries[start:start + step]
-        h = hashes[q, None]
-        d = np.minimum(np.bitwise_count(h ^ hashes[None, :]), np.bitwise_count(h ^ mirrors[None, :]))
-        d[np.arange(len(q)), q] = 64
-        has_dup[start:start + step] = d.min(1) <= bits
+        has_dup[start:start + step] = hash_distances(hashes, mirrors, q).min(1) <= bits
     rate = float(has_dup.mean())
     out = {"rate": round(rate, 4), "rows": int(round(rate * m)), "bits": bits}
     if len(queries) < m:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from generator.privacy.measures import phash_pair
+from generator.privacy.measures import hash_distances, phash_pair
 
 TILE = 80             # px, the gallery shows them at this size
 COLUMNS = 8           # tiles across a sheet
@@ -117,11 +117,9 @@ def near_duplicate_pairs(hashes: np.ndarray, mirrors: np.ndarray, bits: int,
     step = max(1, (1 << 22) // max(n, 1))
     for start in range(0, n, step):
         rows = np.arange(start, min(start + step, n))
-        h = hashes[rows, None]
-        d = np.minimum(np.bitwise_count(h ^ hashes[None, :]), np.bitwise_count(h ^ mirrors[None, :]))
+        d = hash_distances(hashes, mirrors, rows)
         d[:, invalid] = 64
         d[invalid[rows]] = 64
-        d[np.arange(len(rows)), rows] = 64
         close = d <= bits
         has[rows] = close.any(1)
         i, j = np.nonzero(close)
