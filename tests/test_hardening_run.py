@@ -335,12 +335,19 @@ def _wait_for(what, timeout: float, step: float = 0.1):
     return None
 
 
+def _terminal_ctrl_c() -> None:
+    """In the child before exec: Ctrl-C as a terminal's foreground job has it. A suite started in the
+    background of a non-interactive shell (``pytest &``) inherits SIGINT ignored, and an ignored SIGINT
+    stays ignored across exec, so gen-samples would rightly never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_busy_run(out: Path, **popen) -> tuple[subprocess.Popen, list[int]]:
     """A two-process gen-samples far from done, once its worker is busy (its second thread runs)."""
     # 100,000 rows take minutes: the run is always stopped half way through.
     argv = [sys.executable, "-m", "generator.cli", "--rows", "100000", "--image-size", "32", "--rows-per-shard",
             "50", "--num-proc", "2", "--privacy", "off", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(argv, start_new_session=True, **popen)
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_terminal_ctrl_c, **popen)
 
     def busy() -> list[int]:
         # The parent claims the first shard while the worker is still importing; once that shard is there,
@@ -405,7 +412,8 @@ def test_ctrl_c_while_the_privacy_report_is_measured_is_one_hint_too(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "generator.cli", "--rows", "10000", "--image-size", "32", "--rows-per-shard", "500",
             "--num-proc", "2", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_ctrl_c)
     try:
         scanners = _wait_for(lambda: _report_workers(proc.pid), timeout=240, step=0.02)
         assert scanners, "the privacy report was never measured in worker processes"

@@ -9,6 +9,16 @@ import pytest
 
 from generator.interrupts import ignore_sigint_in_worker, sigint_held
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises():
+    """Python's own Ctrl-C handler, whatever the suite was started with: run in the background of a
+    non-interactive shell (``pytest &``), it inherits SIGINT ignored, and an ignored Ctrl-C is rightly
+    never raised."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 posix_only = pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal mask on this system")
 
 
