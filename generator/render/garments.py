@@ -211,6 +211,70 @@ def _cardigan(b: _Builder) -> None:
     _knit_top(b, cardigan=True)
 
 
+def _sweatshirt(b: _Builder) -> None:
+    """Jersey, not knit: dropped shoulders and a boxy body, raglan seams, a wide ribbed neckband with
+    its V insert, and narrow ribbed hem and cuffs (a sweater's hem band is wide and knitted)."""
+    w = 1.06 if b.man else 1.0
+    left = [(0, -0.66), (-0.18, -0.72), (-0.46 * w, -0.56), (-0.46 * w, -0.3), (-0.45 * w, 0.52),
+            (-0.4 * w, 0.6), (0, 0.6)]
+    for m in (1, -1):  # dropped, slightly slanted sleeves ending in a wide cuff
+        b.body([(m * 0.4 * w, -0.6), (m * 0.62, -0.4), (m * 0.74, 0.42), (m * 0.56, 0.46), (m * 0.44 * w, -0.12)])
+        b.fill([(m * 0.74, 0.34), (m * 0.56, 0.38), (m * 0.56, 0.46), (m * 0.74, 0.42)], "dark", "darker")
+        b.line([(m * 0.18, -0.72), (m * 0.44 * w, -0.14)], 0.022, "dark")     # raglan seam
+    b.body(_sym(left))
+    b.line(_quad((-0.18, -0.72), (0, -0.5), (0.18, -0.72)), 0.07, "dark")    # wide neckband
+    b.fill([(-0.05, -0.56), (0.05, -0.56), (0, -0.44)], "darker")            # the V insert
+    b.fill([(-0.45 * w, 0.52), (0.45 * w, 0.52), (0.4 * w, 0.6), (-0.4 * w, 0.6)], "dark")  # narrow hem rib
+    if b.t >= 0.5:
+        b.stitch([(-0.42 * w, 0.5), (0.42 * w, 0.5)], 0.5)
+
+
+def _hoodie(b: _Builder) -> None:
+    """A sweatshirt's body under a hood that rises over the shoulders, with a kangaroo pocket and
+    drawcords: the hood changes the outline itself, so it reads at thumbnail size."""
+    w = 1.06 if b.man else 1.0
+    b.body([(-0.3, -0.62), (-0.34, -0.86), (-0.22, -1.0), (0.22, -1.0), (0.34, -0.86), (0.3, -0.62)])  # hood
+    b.fill([(-0.18, -0.66), (-0.2, -0.86), (0.2, -0.86), (0.18, -0.66), (0, -0.56)], "darker")      # its opening
+    left = [(0, -0.6), (-0.3, -0.66), (-0.46 * w, -0.56), (-0.46 * w, -0.3), (-0.45 * w, 0.52),
+            (-0.4 * w, 0.6), (0, 0.6)]
+    for m in (1, -1):
+        b.body([(m * 0.4 * w, -0.6), (m * 0.62, -0.4), (m * 0.74, 0.42), (m * 0.56, 0.46), (m * 0.44 * w, -0.12)])
+        b.fill([(m * 0.74, 0.34), (m * 0.56, 0.38), (m * 0.56, 0.46), (m * 0.74, 0.42)], "dark", "darker")
+    b.body(_sym(left))
+    # Kangaroo pocket: a wide trapezoid with slanted openings.
+    b.fill([(-0.3, 0.12), (0.3, 0.12), (0.36, 0.46), (-0.36, 0.46)], "none", "darker")
+    for m in (1, -1):
+        b.line([(m * 0.3, 0.12), (m * 0.36, 0.34)], 0.03, "darker")
+    for m in (1, -1):  # drawcords with their tips
+        b.line([(m * 0.07, -0.58), (m * 0.08, -0.3)], 0.02, "light")
+        b.dot(m * 0.08, -0.29, 0.022, b.hw)
+    b.fill([(-0.45 * w, 0.52), (0.45 * w, 0.52), (0.4 * w, 0.6), (-0.4 * w, 0.6)], "dark")
+    b.stitch([(-0.32, 0.16), (0.32, 0.16)], 0.4)
+    if b.t >= 0.6:
+        b.fill(_rrect(-0.1, -0.2, 0.1, -0.08, 0.015), "contrast")   # chest logo
+
+
+def _overshirt(b: _Builder) -> None:
+    """Heavier and boxier than a shirt: a straight hem, a spread collar, snap buttons and two large
+    flap chest pockets, the overshirt's mark."""
+    w = 1.04 if b.man else 0.98
+    left = [(0, -0.7), (-0.16, -0.76), (-0.46 * w, -0.64), (-0.45 * w, -0.3), (-0.44 * w, 0.5), (0, 0.5)]
+    _sleeves(b, (0.46 * w, -0.64), 0.48, 0.17, 0.1, cuff=True)
+    b.body(_sym(left))
+    for m in (1, -1):  # spread collar
+        b.fill([(0, -0.68), (m * 0.18, -0.78), (m * 0.26, -0.62), (m * 0.08, -0.56)], "base", "darker")
+    b.line([(0, -0.62), (0, 0.5)], 0.016, "darker")
+    for k in range(5):
+        b.dot(0.0, -0.5 + k * 0.22, 0.03, b.hw, "darker")
+    for m in (1, -1):  # flap chest pockets
+        x0, x1 = sorted((m * 0.08, m * 0.36))
+        b.fill(_rrect(x0, -0.44, x1, -0.08, 0.02), "none", "darker")
+        b.fill([(x0, -0.46), (x1, -0.46), (x1, -0.34), ((x0 + x1) / 2, -0.3), (x0, -0.34)], "dark", "darker")
+    b.line([(-0.44 * w, 0.46), (0.44 * w, 0.46)], 0.016, "darker")
+    if b.t >= 0.5:
+        b.stitch([(-0.42 * w, -0.62), (-0.42 * w, 0.44)], 0.5)
+
+
 def _dress(b: _Builder) -> None:
     left = [(0, -0.7), (-0.12, -0.84), (-0.2, -0.84), (-0.26, -0.62), (-0.22, -0.2), (-0.3, 0.1),
             (-0.56, 0.92), (0, 0.95)]
@@ -290,6 +354,6 @@ def _scarf(b: _Builder) -> None:
 GARMENTS: dict[str, Callable[[_Builder], None]] = {
     "trench_coat": _trench_coat, "quilted_jacket": _quilted_jacket, "puffer_jacket": _puffer_jacket,
     "blazer": _blazer, "shirt": _shirt, "polo": _polo, "tshirt": _tshirt, "sweater": _sweater,
-    "cardigan": _cardigan, "dress": _dress, "skirt": _skirt, "trousers": _trousers, "shorts": _shorts,
+    "cardigan": _cardigan, "sweatshirt": _sweatshirt, "hoodie": _hoodie, "overshirt": _overshirt, "dress": _dress, "skirt": _skirt, "trousers": _trousers, "shorts": _shorts,
     "scarf": _scarf,
 }
