@@ -25,7 +25,7 @@ from rich.console import Console
 
 from generator.cli_parser import OneLineParser, fail, path_arg
 
-from .config import COMPILE_MODES, FinetuneError, load_config
+from .config import FinetuneError, load_config
 from .speed.allocator import use_expandable_segments
 from .speed.config import LEVER_HELP, PRESETS, levers
 
@@ -128,8 +128,6 @@ def _add_speed_group(p: argparse.ArgumentParser) -> None:
             extra.update(type=_number(flag, int, 1), metavar="N")
         elif float in kinds:
             extra.update(type=_number(flag, float, 0, strict=True), metavar="X")
-        elif name == "compile_mode":
-            extra["choices"] = COMPILE_MODES
         else:
             extra["metavar"] = name.split("_")[-1].upper()
         group.add_argument(flag, dest=SPEED_DEST + name, help=LEVER_HELP.get(name), **extra)

@@ -180,10 +180,6 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-# torch.compile's modes (None: its default).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def _lever_ranges(speed: dict[str, Any]) -> list[str]:
     """What is wrong with the values of levers set on their own (their types are checked already)."""
     problems = []
@@ -192,9 +188,6 @@ def _lever_ranges(speed: dict[str, Any]) -> list[str]:
         problems.append("--activation-memory-budget must be in (0, 1]")
     if speed.get("pad_to_multiple_of", 1) < 1:
         problems.append("--pad-to-multiple-of must be at least 1")
-    mode = speed.get("compile_mode")
-    if mode is not None and mode not in COMPILE_MODES:
-        problems.append(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")
     return problems
 
 

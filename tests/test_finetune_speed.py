@@ -97,7 +97,7 @@ def test_compiled_layers_give_the_same_losses_step_by_step(setup):
     plain, _ = _losses(setup, SpeedConfig(), steps=3)
     captured = torch._dynamo.utils.counters["stats"]["calls_captured"]
     compiled, _ = _losses(setup, SpeedConfig(compile_layers=True, maskless=True, fused_lora=True,
-                                              wide_lora=True, answer_only_last_mlp=True), steps=3)
+                                              answer_only_last_mlp=True), steps=3)
     assert torch._dynamo.utils.counters["stats"]["calls_captured"] > captured  # graphs were made and run
     torch._dynamo.reset()
     assert compiled == pytest.approx(plain, rel=1e-4)
@@ -175,51 +175,6 @@ def test_fused_lora_linear_matches_peft_values_and_gradients():
                                        fused.get_base_model()[0].base_layer.bias))))
 
 
-def test_widened_lora_linear_matches_peft_values_and_gradients_as_b_changes():
-    from peft import LoraConfig, get_peft_model
-
-    from finetune.speed.fused_lora import fuse_lora_linears, widen_lora_linears
-
-    def model():
-        torch.manual_seed(1)
-        # 8 -> 24 is widened (3x); 24 -> 8 is not (narrower out than in).
-        base = torch.nn.Sequential(torch.nn.Linear(8, 24, bias=False), torch.nn.GELU(),
-                                   torch.nn.Linear(24, 8, bias=False))
-        peft_model = get_peft_model(base.double(), LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2"],
-                                                              lora_dropout=0.0))
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(p)
-        return peft_model
-
-    reference, wide = model(), model()
-    frozen = reference.get_base_model()[0].base_layer.weight.detach().clone()
-    assert fuse_lora_linears(wide) == 2 and widen_lora_linears(wide) == 1
-    layer = wide.get_base_model()[0]
-    assert layer._lora_wide.shape == (24, 8 + 4)
-    assert layer.base_layer.weight.data_ptr() == layer._lora_wide.data_ptr()  # a view, no second copy
-    torch.testing.assert_close(layer.base_layer.weight, frozen)
-    optimizers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1) for m in (reference, wide)]
-    x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
-    for _ in range(3):   # B moves at every step: the widened columns must follow it
-        results = []
-        for m, opt in zip((reference, wide), optimizers):
-            x.grad = None
-            opt.zero_grad()
-            out = m(x)
-            out.square().sum().backward()
-            results.append([out.detach(), x.grad.clone()] + [p.grad.clone() for p in m.parameters() if p.requires_grad])
-            opt.step()
-        assert len(results[0]) == len(results[1]) == 6
-        for got, want in zip(results[1], results[0]):
-            torch.testing.assert_close(got, want)
-    torch.testing.assert_close(layer.base_layer.weight, frozen)   # the frozen part never moved
-    # Merging (how built-in models are saved) writes through the view.
-    merged, expected = wide.merge_and_unload(), reference.merge_and_unload()
-    torch.testing.assert_close(merged[0].weight, expected[0].weight)
-    torch.testing.assert_close(merged(x), expected(x))
-
-
 def test_fused_lora_runs_under_autocast_with_fp32_adapters(monkeypatch):
     """peft keeps adapters in fp32 over a bf16 model and runs them under autocast: so must we."""
     from peft import LoraConfig, get_peft_model
@@ -251,11 +206,6 @@ def test_fused_lora_gives_the_same_losses_step_by_step(setup, monkeypatch):
     fused, _ = _losses(setup, SpeedConfig(maskless=True, fused_lora=True))
     assert len(calls) == 4 * 2 * 4  # 4 steps x 2 decoder layers x (qkv, o, gate_up, down)
     assert fused == pytest.approx(plain, rel=1e-5)
-    calls.clear()
-    wide_calls = _count_calls(monkeypatch, fused_lora, "_wide_forward")
-    wide, _ = _losses(setup, SpeedConfig(maskless=True, fused_lora=True, wide_lora=True))
-    assert len(wide_calls) == len(calls) == 4 * 2 * 2   # qkv and gate_up widened; o and down as before
-    assert wide == pytest.approx(plain, rel=1e-5)
 
 
 def test_last_mlp_at_answer_positions_gives_the_same_losses_and_runs_on_those_rows_only(setup, monkeypatch):

@@ -14,8 +14,7 @@ from finetune.speed.config import PRESETS, SUGGESTIONS, SpeedConfig
 
 # A value for each lever that differs from every preset's, so that setting it alone shows.
 CHANGED = {"compile_layers": True, "maskless": True, "activation_memory_budget": 0.5, "pad_to_multiple_of": 32,
-           "fused_lora": True, "cache_image_features": True, "answer_only_last_mlp": True, "wide_lora": True,
-           "compile_mode": "max-autotune-no-cudagraphs"}
+           "fused_lora": True, "cache_image_features": True, "answer_only_last_mlp": True}
 
 
 def _toml(value) -> str:
@@ -98,12 +97,13 @@ def test_python_config_checks_and_normalises_the_table():
     ('[speed]\ncompile_layers = "yes"\n', "speed.compile_layers must be true or false, not str 'yes'"),
     ("[speed]\npad_to_multiple_of = 8.5\n", "speed.pad_to_multiple_of must be a whole number, not float 8.5"),
     ("[speed]\nactivation_memory_budget = true\n", "speed.activation_memory_budget must be a finite number"),
-    ("[speed]\ncompile_mode = 3\n", "speed.compile_mode must be a string or null, not int 3"),
     ("[speed]\nturbo = true\nfused_lora = true\n", "unknown speed lever(s) turbo; levers: compile_layers, maskless"),
     ("[speed]\nbatch_size = 4\n", "unknown speed lever(s) batch_size (batch_size: a setting of its own"),
     ("speed = 3\n", "speed must be a table of speed levers, not int 3"),
     ("[speed]\nactivation_memory_budget = 1.5\n", "--activation-memory-budget must be in (0, 1]"),
-    ('[speed]\ncompile_mode = "fastest"\n', "--compile-mode must be one of default, reduce-overhead"),
+    # Retired levers are unknown now, said as any unknown one is.
+    ('[speed]\ncompile_mode = "reduce-overhead"\n', "unknown speed lever(s) compile_mode"),
+    ("[speed]\nwide_lora = true\n", "unknown speed lever(s) wide_lora"),
 ])
 def test_a_wrong_type_or_unknown_lever_is_one_line(capsys, tmp_path, text, says):
     path = tmp_path / "bad.toml"
@@ -117,7 +117,7 @@ def test_a_wrong_type_or_unknown_lever_is_one_line(capsys, tmp_path, text, says)
     (["--pad-to-multiple-of", "0"], "--pad-to-multiple-of must be a whole number >= 1"),
     (["--activation-memory-budget", "x"], "--activation-memory-budget must be a number > 0"),
     (["--compile-layers=yes"], "ignored explicit argument"),
-    (["--compile-mode", "fastest"], "invalid choice"),
+    (["--compile-mode", "reduce-overhead"], "unrecognized arguments: --compile-mode"),   # retired
 ])
 def test_a_bad_speed_flag_is_one_line(capsys, argv, says):
     code, err = run(capsys, *argv)

@@ -74,17 +74,13 @@ CONFIGS = {
     "full_p64_bs8": ({"batch_size": 8, "method": "full"}, P, None),
     "eager_p64_bs16": ({"batch_size": 16}, {"pad_to_multiple_of": 64}, None),
     # Session 3: widths padded to 16 (phi3v-shape rows are 607-615 tokens: 608/624 instead of 640),
-    # memory budgets for <= 32 GiB, a batch of 2 to show the per-step host cost, and CUDA graphs (the
-    # process segfaulted on the H200 in both calls that reached them).
+    # memory budgets for <= 32 GiB, a batch of 2 to show the per-step host cost.
     "fast_p16_bs16": ({"batch_size": 16}, P16, None),
     "fast_p16_b07_bs16": ({"batch_size": 16}, {**P16, "activation_memory_budget": 0.7}, None),
     "fast_p16_b065_bs16": ({"batch_size": 16}, {**P16, "activation_memory_budget": 0.65}, None),
     "lowmem_p16_b03_bs8": ({"batch_size": 8}, {**P16, "activation_memory_budget": 0.3}, None),
     "fast_p16_bs2": ({"batch_size": 2}, P16, None),
-    "lowmem_p16_b03_cudagraphs_bs8": ({"batch_size": 8}, {**P16, "activation_memory_budget": 0.3,
-                                                          "compile_mode": "reduce-overhead"}, None),
     "fast_p8_bs16": ({"batch_size": 16}, {**P, "pad_to_multiple_of": 8}, None),
-    "fast_p16_cudagraphs_bs16": ({"batch_size": 16}, {**P16, "compile_mode": "reduce-overhead"}, None),
     "fast_p16_coordinate_bs16": ({"batch_size": 16}, P16, "coordinate_descent"),
     "fast_p16_b07_bs14": ({"batch_size": 14}, {**P16, "activation_memory_budget": 0.7}, None),
     # Session 4: widths padded to 8 (608/616), the LoRA term added in the base matmul's epilogue.
@@ -112,19 +108,16 @@ CONFIGS = {
     "preset_fast_answer_mlp_b095_bs12": _answer_mlp(12, 0.95),
     "preset_fast_answer_mlp_b10_bs11": _answer_mlp(11, 1.0),
     "preset_fast_answer_mlp_b10_bs10": _answer_mlp(10, 1.0),
-    # The fast preset of session 5 against the same with the adapter in a widened weight for qkv and
-    # gate/up (~0.9 GB less traffic a layer at batch 11 by the byte count): 54.8 against 54.6, no gain.
+    # The fast preset of session 5. Against it, the adapter in a widened weight for qkv and gate/up
+    # ("preset_fast_wide" in h200_levers.jsonl) gave 54.8 against 54.6, no gain: that lever is retired.
     "preset_fast_s5": ({"batch_size": 11}, FAST_S5, None),
-    "preset_fast_wide": ({"batch_size": 11}, {**FAST_S5, "wide_lora": True}, None),
     # The first epoch of a run, before the image feature cache holds anything: the tower runs every step.
     "preset_fast_s5_uncached": ({"batch_size": 11}, {**FAST_S5, "cache_image_features": False}, None),
     # The first epoch as run-finetune runs it: the cache starts empty and every timed step stores its rows.
     "preset_fast_s5_cold_cache": ({"batch_size": 11}, FAST_S5, "cold_cache"),
-    # Fails: a graph replay overwrites vision hidden states that are still to be read.
-    "preset_fast_s5_cudagraphs": ({"batch_size": 11}, {**FAST_S5, "compile_mode": "reduce-overhead"}, None),
-    # Not measured yet: GEMM templates with fused epilogues.
-    "fast_p64_cudagraphs_bs16": ({"batch_size": 16}, {**P, "compile_mode": "reduce-overhead"}, None),
-    "fast_p64_maxautotune_bs16": ({"batch_size": 16}, {**P, "compile_mode": "max-autotune-no-cudagraphs"}, None),
+    # CUDA graphs (compile mode "reduce-overhead") segfaulted in sessions 3 and 6 and failed under the
+    # fast preset (a replay overwrote vision hidden states still to be read): the compile mode lever
+    # is retired (bench/results/speed_levers_history.md).
     "fast_p64_coordinate_bs16": ({"batch_size": 16}, P, "coordinate_descent"),
 }
 

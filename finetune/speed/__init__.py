@@ -8,10 +8,10 @@ Each lever leaves the loss unchanged (tests/test_finetune_speed.py compares loss
 except ``lora_dropout``, which a preset sets to 0 only when the run gives no ``--lora-dropout``:
 
 - ``maskless`` (maskless.py): right-padded batches of a causal decoder lose their attention mask.
-- ``compile_layers``, ``activation_memory_budget``, ``compile_mode`` (compile.py): ``torch.compile``
+- ``compile_layers``, ``activation_memory_budget`` (compile.py): ``torch.compile``
   of each transformer block, and how much activation memory its graphs keep for backward.
 - ``pad_to_multiple_of``: batch widths rounded up (few shapes), applied by the collator (finetune/data.py).
-- ``fused_lora``, ``wide_lora`` (fused_lora.py): each adapter's term added inside the frozen weight's
+- ``fused_lora`` (fused_lora.py): each adapter's term added inside the frozen weight's
   matmul instead of by a separate elementwise pass over the layer's output, forward and backward.
 - ``cache_image_features`` (feature_cache.py): a frozen vision tower's features are computed in the
   first epoch only; later epochs skip the tower. Exact: the training images are not augmented.
@@ -21,7 +21,8 @@ except ``lora_dropout``, which a preset sets to 0 only when the run gives no ``-
   backward, pure memory traffic at the scale of the activations.
 
 Outside ``SpeedConfig``, always on: the CUDA allocator's expandable segments (allocator.py) and
-Python's garbage collector on the loop's schedule (gc.py). How each choice was measured:
+Python's garbage collector on the loop's schedule (gc.py). How each choice was measured, and the
+levers that were tried and retired (a widened-weight LoRA GEMM, CUDA-graph compile modes):
 bench/results/speed_levers_history.md.
 
 This package imports without torch (the CLI and ``FinetuneConfig`` read ``SpeedConfig`` and
@@ -70,23 +71,14 @@ def prepare_model(model: nn.Module, speed: SpeedConfig) -> int:
     compile.set_memory_budget(speed.activation_memory_budget, speed.compile_layers)
     if speed.fused_lora:
         fused_lora.fuse_lora_linears(model)
-        if speed.wide_lora:
-            fused_lora.widen_lora_linears(model)
     if speed.answer_only_last_mlp:
         answer_mlp.patch(model)
     if speed.compile_layers:
-        return compile.compile_blocks(model, speed.compile_mode)
+        return compile.compile_blocks(model)
     return 0
 
 
 def prepare_batch(batch: dict, speed: SpeedConfig) -> dict:
     """A training micro-batch as the levers want it, on the host before it moves to the device:
-    without its attention mask when maskless (``drop_causal_mask``); under CUDA graphs
-    (``compile_mode="reduce-overhead"``), a new step marked, so the previous one's graph outputs
-    may be reused."""
-    batch = drop_causal_mask(batch, speed.maskless)
-    if speed.compile_layers and speed.compile_mode == "reduce-overhead":
-        from .compile import begin_step   # torch: loaded by prepare_model already
-
-        begin_step()
-    return batch
+    without its attention mask when maskless (``drop_causal_mask``)."""
+    return drop_causal_mask(batch, speed.maskless)

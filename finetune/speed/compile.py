@@ -31,7 +31,7 @@ def set_memory_budget(budget: float, compiling: bool) -> None:
         functorch_config.activation_memory_budget = budget
 
 
-def compile_blocks(model: nn.Module, mode: str | None = None) -> int:
+def compile_blocks(model: nn.Module) -> int:
     """Compile every transformer block of ``model`` for training; returns how many.
 
     A model whose blocks are not transformers' ``GradientCheckpointingLayer`` (remote-code models
@@ -44,27 +44,21 @@ def compile_blocks(model: nn.Module, mode: str | None = None) -> int:
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 16)
     layers = repeated_layers(model)
     for layer in layers:
-        compile_for_training(layer, mode)
+        compile_for_training(layer)
     return len(layers)
 
 
-def compile_for_training(layer: nn.Module, mode: str | None = None) -> None:
+def compile_for_training(layer: nn.Module) -> None:
     """Run ``layer`` compiled in training mode and eager otherwise.
 
     Generation (evaluation) calls the blocks with a growing KV cache, one token at a time: graphs
     for that would cost compile time for no gain, so ``model.eval()`` switches back to eager.
     """
     eager = layer.forward
-    # Dynamic shapes under CUDA graphs too: one compiled graph, recorded once per batch shape.
-    compiled = torch.compile(eager, dynamic=True, mode=mode)
+    compiled = torch.compile(eager, dynamic=True)
 
     def forward(*args, **kwargs):
         return compiled(*args, **kwargs) if layer.training else eager(*args, **kwargs)
 
     layer.forward = forward
 
-
-def begin_step() -> None:
-    """Tell CUDA graphs (``compile_mode="reduce-overhead"``) that a new forward/backward begins, so the
-    memory of the previous one's graph outputs may be reused. Call before each micro-batch."""
-    torch.compiler.cudagraph_mark_step_begin()

@@ -24,13 +24,6 @@ class SpeedConfig:
     cache_image_features: bool = False
     # The last decoder layer's MLP only at the answer positions (finetune/speed/answer_mlp.py).
     answer_only_last_mlp: bool = False
-    # With fused_lora: layers at least twice as wide out as in (qkv, gate/up) run base and adapter in
-    # one GEMM over a widened weight (finetune/speed/fused_lora.py). No preset sets it: no gain on an H200.
-    wide_lora: bool = False
-    # torch.compile's mode for the blocks (None: default), for bench/gpu/levers.py: "reduce-overhead"
-    # (CUDA graphs) segfaulted on the H200, and fails under the fast preset (session 6);
-    # "max-autotune-no-cudagraphs" is not measured yet.
-    compile_mode: str | None = None
     # Suggestions a preset makes for settings the run leaves open (an explicit flag wins).
     batch_size: int | None = None
     lora_dropout: float | None = None
@@ -59,8 +52,6 @@ LEVER_HELP: dict[str, str] = {
     "fused_lora": "add the LoRA term inside the frozen weight's matmul",
     "cache_image_features": "reuse a frozen vision tower's image features after the first epoch",
     "answer_only_last_mlp": "run the last decoder layer's MLP at the answer positions only",
-    "wide_lora": "with --fused-lora: one GEMM over a widened weight for wide layers",
-    "compile_mode": "torch.compile mode for the blocks (default, reduce-overhead, max-autotune, ...)",
 }
 
 

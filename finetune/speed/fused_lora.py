@@ -8,14 +8,6 @@ matmul's epilogue while the GEMM is compute-bound, so the sum costs no pass of i
 does the same for ``g @ W + (g @ B s) @ A``. The adapter weights and their gradients are peft's, so
 saving, merging and evaluation are unchanged; a layer that is merged, disabled, has dropout or
 a variant (DoRA) keeps peft's forward.
-
-``widen_lora_linears`` goes one step further for layers much wider out than in (a decoder's fused
-qkv and gate/up projections): the frozen weight lives in a buffer with r more columns that hold
-``s * B``, and the input gets r more columns that hold ``x @ A.T``. One GEMM of depth in + r then
-gives base and adapter terms: forward no longer writes and re-reads an output-sized adapter term,
-and backward's ``g @ [W | s B]`` yields ``s * g @ B`` as a by-product, sparing the pass that read the
-output-sized gradient for it. The price is a copy of the input (in-sized), so narrower layers are
-left as they are.
 """
 from __future__ import annotations
 
@@ -76,73 +68,10 @@ def _backward(ctx, grad, _grad_xa):
 _lora_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-@torch.library.custom_op("vlm_catalog::lora_wide_linear", mutates_args=())
-def _wide_forward(x: torch.Tensor, wide: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                  scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[x | x @ A.T] @ [W | s B].T`` for 2-D ``x``, and the widened input for backward."""
-    n = lora_a.shape[1]
-    # The adapter's columns follow B here, at every call: B changes at every optimizer step and no
-    # caller has to remember to copy it. Only this op and its backward read those columns; through
-    # .data the write leaves the buffer's version counter alone, so a recomputed forward (gradient
-    # checkpointing) does not trip autograd's check on the copy a backward still holds.
-    torch.mul(lora_b, scaling, out=wide.data[:, n:])
-    x2 = x.new_empty(x.shape[0], n + lora_a.shape[0])
-    x2[:, :n].copy_(x)
-    torch.mm(x, lora_a.t(), out=x2[:, n:])
-    return x2 @ wide.t(), x2
-
-
-@_wide_forward.register_fake
-def _(x, wide, lora_a, lora_b, scaling):
-    return x.new_empty(x.shape[0], wide.shape[0]), x.new_empty(x.shape[0], wide.shape[1])
-
-
-@torch.library.custom_op("vlm_catalog::lora_wide_linear_backward", mutates_args=())
-def _wide_backward(grad: torch.Tensor, x2: torch.Tensor, wide: torch.Tensor, lora_a: torch.Tensor,
-                   scaling: float, needs_x: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of x (empty when not needed), A and B from one ``g @ [W | s B]``."""
-    n = lora_a.shape[1]
-    g2 = grad @ wide                          # [tokens, in + r]: g @ W, then s * g @ B
-    gbs = g2[:, n:]
-    # A view of g2 with its row stride, no copy; the fake says so, as the compiler lays out what
-    # reads grad_x by the fake's strides.
-    grad_x = g2[:, :n].addmm_(gbs, lora_a) if needs_x else x2.new_empty(0)
-    return grad_x, gbs.t() @ x2[:, :n], (grad.t() @ x2[:, n:]).mul_(scaling)
-
-
-@_wide_backward.register_fake
-def _(grad, x2, wide, lora_a, scaling, needs_x):
-    n = lora_a.shape[1]
-    grad_x = x2.new_empty_strided((x2.shape[0], n), (x2.shape[1], 1)) if needs_x else x2.new_empty(0)
-    return grad_x, lora_a.new_empty(lora_a.shape), lora_a.new_empty(wide.shape[0], lora_a.shape[0])
-
-
-def _wide_setup_context(ctx, inputs, output):
-    _, wide, lora_a, _, scaling = inputs
-    ctx.save_for_backward(output[1], lora_a)
-    ctx.wide, ctx.scaling = wide, scaling     # not saved: see the version counter note above
-
-
-def _wide_backward_rule(ctx, grad, _grad_x2):
-    x2, lora_a = ctx.saved_tensors
-    grad_x, grad_a, grad_b = _wide_backward(grad.contiguous(), x2, ctx.wide, lora_a, ctx.scaling,
-                                            ctx.needs_input_grad[0])
-    return (grad_x if ctx.needs_input_grad[0] else None), None, grad_a, grad_b, None
-
-
-_wide_forward.register_autograd(_wide_backward_rule, setup_context=_wide_setup_context)
-
-
 def lora_linear(x: torch.Tensor, weight, bias, lora_a, lora_b, scaling: float) -> torch.Tensor:
     """The LoRA linear of ``x`` (any leading shape): one addmm forward, one addmm for the input gradient."""
     flat = x.reshape(-1, x.shape[-1])
     return _lora_forward(flat, weight, bias, lora_a, lora_b, float(scaling))[0].view(*x.shape[:-1], weight.shape[0])
-
-
-def wide_lora_linear(x: torch.Tensor, wide: torch.Tensor, lora_a, lora_b, scaling: float) -> torch.Tensor:
-    """The LoRA linear of ``x`` (any leading shape) over a widened weight ``[W | s B]``: one GEMM each way."""
-    flat = x.reshape(-1, x.shape[-1])
-    return _wide_forward(flat, wide, lora_a, lora_b, float(scaling))[0].view(*x.shape[:-1], wide.shape[0])
 
 
 def _fusable(layer) -> str | None:
@@ -176,9 +105,6 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         a, b = a.to(x.dtype), b.to(x.dtype)
     if not (x.dtype == base.weight.dtype == a.dtype == b.dtype):
         return type(self).forward(self, x, *args, **kwargs)
-    wide = getattr(self, "_lora_wide", None)
-    if wide is not None and wide.shape[1] == a.shape[1] + a.shape[0]:
-        return wide_lora_linear(x, wide, a, b, self.scaling[name])
     return lora_linear(x, base.weight, base.bias, a, b, self.scaling[name])
 
 
@@ -198,32 +124,4 @@ def fuse_lora_linears(model: nn.Module) -> int:
             module.forward = types.MethodType(_fused_forward, module)
             fused += 1
     return fused
-
-
-def widen_lora_linears(model: nn.Module, min_ratio: float = 2.0) -> int:
-    """Give each fused LoRA linear without bias whose output is at least ``min_ratio`` times its input
-    a widened weight buffer (see the module's docstring); returns how many.
-
-    The frozen weight becomes a view into the buffer, so the weights take no second copy (saving
-    copies it out contiguous; merging writes through the view). Call after the model is on its
-    device and ``fuse_lora_linears``.
-    """
-    widened = 0
-    for module in model.modules():
-        # Layers fuse_lora_linears took, still plain LoRA now.
-        if getattr(module.forward, "__func__", None) is not _fused_forward or (name := _fusable(module)) is None:
-            continue
-        base = module.get_base_layer()
-        out_features, in_features = base.weight.shape
-        if base.bias is not None or out_features < min_ratio * in_features:
-            continue
-        r = module.lora_A[name].weight.shape[0]
-        wide = base.weight.new_empty(out_features, in_features + r)
-        with torch.no_grad():
-            wide[:, :in_features].copy_(base.weight)
-        base.weight = nn.Parameter(wide[:, :in_features], requires_grad=False)
-        # A plain attribute, not a buffer: DDP would broadcast buffers at every forward.
-        module._lora_wide = wide
-        widened += 1
-    return widened
 
