@@ -71,10 +71,14 @@ def build_prompt(loaded, question: str) -> str:
 
 def build_text_prompt(loaded, question: str) -> str | None:
     """``build_prompt`` without the image, for a row whose image is null (a text-only row); ``None``
-    for a family whose prompt format has no text-only form (PaliGemma's image prefix)."""
+    for a family whose prompt format has no text-only form (PaliGemma's image prefix) or whose batches
+    cannot mix such rows with image rows (Mllama)."""
     from .families import family_of
 
-    if family_of(loaded.model).prompt is not None and getattr(loaded.processor, "chat_template", None) is None:
+    family = family_of(loaded.model)
+    if not family.text_only_rows:
+        return None
+    if family.prompt is not None and getattr(loaded.processor, "chat_template", None) is None:
         return None
     if loaded.phi3_chat:
         return f"<|user|>\n{question}<|end|>\n<|assistant|>\n"
@@ -310,7 +314,9 @@ class Collator:
             if family.drops(key):
                 del enc[key]
             elif _is_per_token(enc[key], len(prompt_ids)):
-                per_token[key] = (enc.pop(key)[0].tolist(), family.answer_token_values.get(key, 0))
+                values = enc.pop(key)[0].long()
+                last = key in family.answer_repeats_prompt_end
+                per_token[key] = (values, values[-1] if last else family.answer_token_values.get(key, 0))
         answer_ids = []
         if self.train:
             answer_ids = tokenizer(answer_text(row) + self.end_token, add_special_tokens=False)["input_ids"]
@@ -326,9 +332,7 @@ class Collator:
         ids = torch.full((rows, width), pad, dtype=torch.long)
         mask = torch.zeros((rows, width), dtype=torch.long)
         labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
-        # Padding takes 0 in every per-token output (text, outside any image block or prefix).
-        keys = dict.fromkeys(k for e in encoded for k in e.per_token)   # text-only rows may lack some
-        per_token = {key: torch.zeros((rows, width), dtype=torch.long) for key in keys}
+        per_token = _per_token_zeros(encoded, width)
         for i, e in enumerate(encoded):
             seq = torch.tensor(e.prompt + e.answer, dtype=torch.long)
             # Training pads on the right; generation on the left, so every prompt ends where
@@ -340,8 +344,9 @@ class Collator:
             if e.answer:
                 labels[i, prompt_end:start + len(seq)] = torch.tensor(e.answer, dtype=torch.long)
             for key, (values, answer_value) in e.per_token.items():
-                per_token[key][i, start:prompt_end] = torch.tensor(values, dtype=torch.long)
-                per_token[key][i, prompt_end:start + len(seq)] = answer_value
+                inner = tuple(slice(0, n) for n in values.shape[1:])
+                per_token[key][(i, slice(start, prompt_end), *inner)] = values
+                per_token[key][(i, slice(prompt_end, start + len(seq)), *inner)] = answer_value
         out = {"input_ids": ids, "attention_mask": mask, **({"labels": labels} if self.train else {})}
         return {**out, **per_token}
 
@@ -352,17 +357,34 @@ class _Encoded:
 
     prompt: list[int]
     answer: list[int]
-    per_token: dict[str, tuple[list[int], int]]   # key -> (prompt values, the answer's value)
+    per_token: dict[str, tuple[Any, Any]]   # key -> (prompt values ``[prompt, ...]``, the answer's value)
     extras: dict[str, Any]
     index: int
 
 
 def _is_per_token(value, prompt_len: int) -> bool:
-    """Whether a processor output holds one integer a prompt token (``[1, prompt_len]``)."""
+    """Whether a processor output holds integers a prompt token (``[1, prompt_len, ...]``: one value,
+    or Mllama's ``cross_attention_mask`` ``[1, prompt_len, images, tiles]``)."""
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    return (shape is not None and tuple(shape) == (1, prompt_len) and dtype is not None
+    return (shape is not None and tuple(shape[:2]) == (1, prompt_len) and dtype is not None
             and not getattr(dtype, "is_floating_point", True))
+
+
+def _per_token_zeros(encoded: list[_Encoded], width: int) -> dict[str, Any]:
+    """A zero ``[rows, width, ...]`` tensor for each per-token output, its inner dims the rows' largest.
+
+    Padding takes 0 in every per-token output (text, outside any image block or prefix; no image
+    tile to attend to), and so do rows that lack one (text-only rows).
+    """
+    import torch
+
+    inner: dict[str, tuple[int, ...]] = {}
+    for e in encoded:
+        for key, (values, _) in e.per_token.items():
+            shape = tuple(values.shape[1:])
+            inner[key] = tuple(map(max, inner.get(key, shape), shape))
+    return {key: torch.zeros((len(encoded), width, *shape), dtype=torch.long) for key, shape in inner.items()}
 
 
 def augment_image(image, rng: random.Random):

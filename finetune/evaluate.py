@@ -435,6 +435,10 @@ def generate_texts(model, loaded, test_ds, prompt: str, *, batch_size: int, max_
     tokenizer = loaded.tokenizer
     collator = Collator(loaded.processor, prompt, loaded.end_token, train=False)
     loader = make_loader(test_ds, collator, batch_size=batch_size, num_workers=num_workers)
+    # No answer holds the image placeholder, and a model that writes one may fail: Phi-4-multimodal's
+    # generate keeps the pixels after the first step but drops ``image_sizes``, and then crashes.
+    image_id = tokenizer.convert_tokens_to_ids(loaded.image_token)
+    suppress = {"suppress_tokens": [image_id]} if image_id not in (None, tokenizer.unk_token_id) else {}
     was_training = core.training
     core.eval()
     texts: dict[int, str] = {}
@@ -449,7 +453,7 @@ def generate_texts(model, loaded, test_ds, prompt: str, *, batch_size: int, max_
                 inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
                 out = core.generate(
                     **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                    eos_token_id=loaded.end_token_id, pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=loaded.end_token_id, pad_token_id=tokenizer.pad_token_id, **suppress,
                 )
                 new = out[:, inputs["input_ids"].shape[1]:]
                 for idx, text in zip(batch[INDEX_KEY].tolist(), tokenizer.batch_decode(new, skip_special_tokens=True)):

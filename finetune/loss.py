@@ -186,7 +186,9 @@ def backbone_hidden_states(model, inputs: dict, *, cache: FeatureStore | None = 
         inputs["inputs_embeds"] = merge_image_features(backbone, inputs.pop("input_ids"), features)
     # A batch without a mask is a maskless (right-padded, causal) batch: attention needs no mask built.
     unmasked = "attention_mask" not in inputs and MASKLESS not in family.off_levers
-    with unmasked_attention(backbone.language_model.config) if unmasked else contextlib.nullcontext():
+    # Phi-4-multimodal's backbone is its decoder itself (no ``language_model`` under it).
+    decoder = getattr(backbone, "language_model", backbone)
+    with unmasked_attention(decoder.config) if unmasked else contextlib.nullcontext():
         out = backbone(**inputs, use_cache=False)
     return out[0]
 

@@ -2,8 +2,9 @@
 by id or path.
 
 Real models come through ``AutoProcessor`` with ``AutoModelForImageTextToText`` (native
-image-text-to-text models) or, for Phi-3 / Phi-3.5-vision, ``AutoModelForCausalLM`` with
-``trust_remote_code`` (only when the user asks for it).
+image-text-to-text models), ``AutoModelForCausalLM`` for a family that transformers files as a causal
+LM (Phi-4-multimodal, ``Family.causal_lm``) or, for Phi-3 / Phi-3.5-vision, ``AutoModelForCausalLM``
+with ``trust_remote_code`` (only when the user asks for it).
 """
 from __future__ import annotations
 
@@ -50,11 +51,15 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
+    from .families import family_for
+
     auto_map = raw.get("auto_map", {}) or {}
     if needs_remote and "AutoModelForCausalLM" in auto_map:
         loader = AutoModelForCausalLM           # Phi-3 / Phi-3.5-vision
     elif needs_remote and "AutoModelForImageTextToText" in auto_map or model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         loader = AutoModelForImageTextToText
+    elif not needs_remote and family_for(model_type).causal_lm:
+        loader = AutoModelForCausalLM           # Phi-4-multimodal
     else:
         raise FinetuneError(
             f"model {name_or_path!r} ({model_type or 'unknown type'}) is not an image-text-to-text model"
@@ -220,10 +225,14 @@ def _stand_in_tokenizer(name: str, vocab_size: int):
 
 
 def vision_module_names(model) -> list[str]:
-    """Names of the vision tower and projector submodules (what "train the vision side" means)."""
+    """Names of the vision tower and projector submodules (what "train the vision side" means).
+
+    Phi-4-multimodal's ``image_embed`` holds its tower and projector; its ``audio_embed`` (a speech
+    encoder an image task never runs) goes with them, so that LoRA leaves it alone too.
+    """
     candidates = (
         "vision_tower", "multi_modal_projector", "visual", "vision_model", "vision_embed_tokens",
-        "img_processor", "connector", "mm_projector",
+        "img_processor", "connector", "mm_projector", "image_embed", "audio_embed",
     )
     names = []
     for name, _ in model.named_modules():

@@ -18,12 +18,16 @@ from .base import FEATURE_CACHE, GENERIC, MASKLESS, Family, core_model, language
 from .gemma3 import GEMMA3, PALIGEMMA
 from .llava import FAST_VLM, LLAVA
 from .llava_next import LLAVA_NEXT
+from .mllama import MLLAMA
+from .phi4_multimodal import PHI4_MULTIMODAL
 from .qwen2_vl import QWEN2_VL
+from .qwen3_vl import QWEN3_VL
 
 __all__ = ["FEATURE_CACHE", "GENERIC", "MASKLESS", "REGISTERED", "Family", "core_model", "family_for", "family_of",
            "family_of_processor", "language_model", "last_decoder_layer", "train_mode"]
 
-REGISTERED: tuple[Family, ...] = (LLAVA, FAST_VLM, LLAVA_NEXT, QWEN2_VL, GEMMA3, PALIGEMMA)
+REGISTERED: tuple[Family, ...] = (LLAVA, FAST_VLM, LLAVA_NEXT, QWEN2_VL, QWEN3_VL, MLLAMA, PHI4_MULTIMODAL, GEMMA3,
+                                   PALIGEMMA)
 
 
 def family_for(model_type: str | None) -> Family:

@@ -26,6 +26,13 @@ class Family:
     # the value the answer's tokens (and generated ones) take: PaliGemma marks its answer with 1.
     # Other integer outputs of the prompt's width are padded too, with 0 for the answer.
     answer_token_values: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # Per-token outputs whose answer tokens repeat the prompt's last token's value (as ``generate``
+    # extends them for new tokens): Mllama's ``cross_attention_mask`` ``[1, prompt, images, tiles]``,
+    # so the answer attends to the image as the prompt's text after the image does.
+    answer_repeats_prompt_end: tuple[str, ...] = ()
+    # Whether a row without an image may share a batch with image rows. Mllama's cross-attention
+    # takes one image state a row, so its text-only rows are skipped (as unreadable ones are).
+    text_only_rows: bool = True
     # Processor outputs the model must not see. ``labels`` always goes: a processor's own labels
     # (PaliGemma's, all -100 at the prompt's width) would replace the collator's answer labels.
     dropped: tuple[str, ...] = ()
@@ -36,6 +43,8 @@ class Family:
     off_levers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # The prompt (question, image token) -> text, where the family has its own format and no chat template.
     prompt: Callable[[str, str], str] | None = None
+    # Loaded with AutoModelForCausalLM: a vision model transformers files as a causal LM (Phi-4-multimodal).
+    causal_lm: bool = False
     # Loads the family's processor from a path when AutoProcessor cannot (no torchvision: video processors).
     image_only_processor: Callable[[str, dict], Any] | None = None
 
