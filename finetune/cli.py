@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="random crops and mirrors of the training images (default off)")
+    p.add_argument("--max-image-tokens", type=_number("--max-image-tokens", int, 1), metavar="N",
+                   help="the most tokens one image may take: lowers the image size of dynamic-resolution models "
+                        "(Qwen2-VL max_pixels, LLaVA-NeXT anyres grids, Idefics3/SmolVLM longest_edge); "
+                        "fixed-size models say why it does not apply")
     fast, low = PRESETS["fast"], PRESETS["low-memory"]
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help=f"speed levers: fast (compiled layers, no attention mask, widths padded to "

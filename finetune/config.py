@@ -56,6 +56,9 @@ class FinetuneConfig:
     # default catalogue, tiny at 3,000 steps of 32 reached category3 50.0 % with it and 51.6 % without
     # (H200, 2026-12-04), and the crops cost loader time.
     augment: bool = False
+    # The most tokens one image may take: dynamic-resolution families (Qwen2-VL, LLaVA-NeXT, Idefics3)
+    # get their processor's image size lowered to fit (finetune/image_budget.py). None: the model's own.
+    max_image_tokens: int | None = None
     gradient_checkpointing: bool = False
     bf16: bool | None = None            # None: on when CUDA is available
     loss: str = "answer"                # answer (logits at answer tokens only) | plain (the model's own loss)
@@ -118,6 +121,9 @@ class FinetuneConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 # 0 would score an empty test split (a division by zero deep in evaluation).
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_image_tokens is not None and self.max_image_tokens < 1:
+            problems.append("--max-image-tokens must be at least 1 (the most tokens one image may take; leave it "
+                            "out to keep the model's own image sizes)")
         if self.lr is not None and self.lr <= 0:
             problems.append("--lr must be positive")
         problems += _lever_ranges(self.speed)

@@ -31,6 +31,7 @@ from . import data as data_mod
 from . import distributed
 from . import evaluate as eval_mod
 from . import export as export_mod
+from . import image_budget
 from . import builtins
 from . import models as models_mod
 from . import report as run_report
@@ -146,6 +147,11 @@ class Recipe:
         # Only now: a bad dataset or model leaves no empty run folder behind.
         out.mkdir(parents=True, exist_ok=True)
         self.prompt = data_mod.build_prompt(self.loaded, cfg.question)
+        # Before the collator, the evaluation and the saved processor see it; LLaVA-NeXT's model config too,
+        # before peft wraps it.
+        said = image_budget.apply_max_image_tokens(self.loaded, self.prompt, cfg.max_image_tokens)
+        if said:
+            self.console.print(said, markup=False, highlight=False)
         self.model = prepare_model(self.loaded, cfg)
         if not builtins.is_builtin(cfg.model) and self.device.type == "cpu":
             self.model.to(self.device)
@@ -188,7 +194,14 @@ class Recipe:
         self.optimizer = torch.optim.AdamW(self.trainable, lr=self.lr, weight_decay=cfg.weight_decay,
                                            fused=self.device.type == "cuda")
         lengths = data_mod.answer_lengths(self.splits["train"], loaded.tokenizer, loaded.end_token)
-        self.sampler = data_mod.LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed)
+        self.answer_width = max(lengths)
+        # Where images take varying token counts, rows are grouped by answer and image tokens together.
+        self.images_vary = image_budget.varies(loaded.processor)
+        self.lengths, said = image_budget.bucket_lengths(lengths, self.splits["train"], loaded.processor,
+                                                         cfg.max_image_tokens)
+        for line in said:
+            self.console.print(line, markup=False, highlight=False)
+        self.sampler = data_mod.LengthGroupedBatchSampler(self.lengths, cfg.batch_size, seed=cfg.seed)
         self.total_steps = total = cfg.max_steps or math.ceil(
             cfg.epochs * self.sampler.batches_per_epoch() / cfg.grad_accum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -208,6 +221,7 @@ class Recipe:
         collator = data_mod.Collator(loaded.processor, self.prompt, loaded.end_token, train=True,
                                      pad_to_multiple_of=self.speed.pad_to_multiple_of, augment=cfg.augment,
                                      seed=cfg.seed, text_prompt=data_mod.build_text_prompt(loaded, cfg.question))
+        self._preflight(collator)   # before the loader's workers start: a run that cannot fit stops now
         batch_sampler = distributed.RankSlice(self.sampler, dist) if dist.enabled else self.sampler
         across = data_mod.AcrossEpochs(batch_sampler, state.epoch, state.batch_in_epoch, tag_epochs=cfg.augment)
         loader = data_mod.make_loader(self.splits["train"], collator, batch_sampler=across,
@@ -232,6 +246,13 @@ class Recipe:
         self.batches, self.per_epoch = iter(loader), self.sampler.batches_per_epoch()
         self.metrics: dict[str, Any] = {}
         train_mode(self.model)
+
+    def _preflight(self, collator) -> None:
+        """Refuse a run whose estimated peak memory exceeds the GPU's free memory (finetune/image_budget.py)."""
+        image_budget.preflight(model=self.model, trainable=self.trainable, cfg=self.cfg, speed=self.speed,
+                               device=self.device, dist=self.dist, fsdp=self.fsdp, bf16=self.bf16,
+                               ds=self.splits["train"], collator=collator, lengths=self.lengths,
+                               answer_width=self.answer_width, images_vary=self.images_vary)
 
     # ----------------------------------------------------------------------------------------
     # The loop's parts
@@ -263,7 +284,7 @@ class Recipe:
         try:
             out = self.train_step(micro_batches)
         except torch.OutOfMemoryError:
-            raise oom_error(self.cfg, self.last_checkpoint) from None
+            raise oom_error(self.cfg, self.last_checkpoint, self.images_vary) from None
         self.state.step += 1
         self.state.samples += out.rows
         return out
@@ -470,11 +491,9 @@ def make_standin(train_split, collator) -> dict:
     return with_host_indices(batch)
 
 
-def oom_error(cfg: FinetuneConfig, checkpoint: Path | None) -> FinetuneError:
+def oom_error(cfg: FinetuneConfig, checkpoint: Path | None, images_vary: bool = False) -> FinetuneError:
     kept = f"; last checkpoint kept at {checkpoint}, continue with --resume" if checkpoint else ""
-    hint = "lower --batch-size (and raise --grad-accum to keep the effective batch)"
-    if not cfg.gradient_checkpointing:
-        hint += " or add --gradient-checkpointing"
+    hint = image_budget.memory_hint(cfg, images_vary)   # the pre-flight's words
     return FinetuneError(f"CUDA out of memory at batch size {cfg.batch_size}: {hint}{kept}", exit_code=1)
 
 

@@ -68,6 +68,9 @@ def test_resume_refuses_other_settings(tmp_path):
     train(tiny_config(data, tmp_path / "run", max_steps=1, save_final=False, max_eval_samples=2))
     with pytest.raises(FinetuneError, match=r"used different settings: lr=None \(now 0.5\)"):
         train(tiny_config(data, tmp_path / "run", max_steps=1, resume=True, lr=0.5))
+    # Another image budget changes what the batches hold: not the run it was.
+    with pytest.raises(FinetuneError, match=r"used different settings: max_image_tokens=None \(now 100\)"):
+        train(tiny_config(data, tmp_path / "run", max_steps=1, resume=True, max_image_tokens=100))
 
 
 def test_resume_accepts_the_same_dataset_by_another_path(tmp_path, monkeypatch):
