@@ -3,7 +3,7 @@
 The dataset card states what a perfect reader of the images could score (generator/limits). This
 probe measures what a plain reader gets: the built-in ``tiny`` model's own vision tower (a small
 ResNet, made from the same config), average-pooled, with one linear head a label (category3,
-category2) and one for log price, trained from scratch on the train split and scored on the test
+category2, and the colour, material and pattern its title names) and one for log price, trained from scratch on the train split and scored on the test
 split the fine-tune uses. So a renderer change that blurs a signal shows here in seconds, without a
 fine-tune, and the gap between the probe and ``run-finetune`` is what the VLM recipe leaves behind.
 
@@ -16,9 +16,16 @@ import json
 import math
 import random
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 
-LABELS = ("category3_code", "category2_code")
+from generator import taxonomy as taxonomies
+
+COLUMNS = ("category3_code", "category2_code")
+# Labels read from the title by the taxonomy's names (longest first): what the card's limits score too.
+TITLE_LABELS = ("colour", "material", "pattern")
+NONE = "(none)"
+LABELS = COLUMNS + TITLE_LABELS
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,24 @@ class ProbeConfig:
     seed: int = 0
     # Mirror half the pictures: every label survives a mirror, and it measured +1.5 points of category3.
     flip: bool = True
+    taxonomy: str = "burberry_us"   # whose colour, material and pattern names the titles are read by
+
+
+def _labels(ds, names: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each row's labels: category3 and category2 from their columns, colour, material and pattern from
+    the title (the taxonomy's names as whole words, longest first; ``NONE`` where the title has none)."""
+    titles = [f" {' '.join(t.split())} " for t in ds["title"]]
+    out = {k: list(ds[k]) for k in COLUMNS}
+    for label in TITLE_LABELS:
+        ordered = sorted(names[label], key=len, reverse=True)
+        out[label] = [next((n for n in ordered if f" {n} " in t), NONE) for t in titles]
+    return out
+
+
+def _title_names(taxonomy: str) -> dict[str, list[str]]:
+    tax = taxonomies.load(taxonomy)
+    return {"colour": [c.name for c in tax.colours], "material": [m.name for m in tax.materials],
+            "pattern": [p.name for p in tax.patterns if p.name]}
 
 
 def _images(ds, size: int):
@@ -83,8 +108,10 @@ def run_probe(dataset: str, config: ProbeConfig = ProbeConfig()) -> dict:
     torch.manual_seed(config.seed)
     splits = load_splits(dataset)
     train, test = splits["train"], splits["test"]
-    classes = {k: sorted(set(train[k]) | set(test[k])) for k in LABELS}
-    targets = {s: {k: torch.tensor([classes[k].index(v) for v in ds[k]]) for k in LABELS} for s, ds in splits.items()}
+    labels = {s: _labels(ds, _title_names(config.taxonomy)) for s, ds in splits.items()}
+    classes = {k: sorted(set(labels["train"][k]) | set(labels["test"][k])) for k in LABELS}
+    targets = {s: {k: torch.tensor([classes[k].index(v) for v in rows]) for k, rows in split.items()}
+               for s, split in labels.items()}
     log_price = {s: torch.tensor([math.log(max(p, 1.0)) for p in ds["full_price"]]) for s, ds in splits.items()}
     x_train, x_test = _images(train, config.image_size), _images(test, config.image_size)
     probe = _Probe(classes)
@@ -107,20 +134,27 @@ def run_probe(dataset: str, config: ProbeConfig = ProbeConfig()) -> dict:
             loss.backward()
             optimizer.step()
             schedule.step()
-    return _score(probe, x_test, targets["test"], log_price["test"], config)
+    return _score(probe, x_test, targets["test"], log_price["test"], classes, config)
 
 
-def _score(probe, x, targets, log_price, config: ProbeConfig) -> dict:
+def _score(probe, x, targets, log_price, classes: dict[str, list[str]], config: ProbeConfig) -> dict:
+    """Accuracy a label, price MAPE (%), and each label's most frequent confusions (true, read, count)."""
     import torch
 
     probe.modules.eval()
     with torch.no_grad():
         logits, price = probe(x)
-    out = {f"{k.removesuffix('_code')}_accuracy": (logits[k.replace(".", "_")].argmax(-1) == targets[k]).float().mean().item()
-           for k in LABELS}
+    out: dict = {}
+    confusions: dict[str, list] = {}
+    for k in LABELS:
+        read = logits[k.replace(".", "_")].argmax(-1)
+        out[f"{k.removesuffix('_code')}_accuracy"] = (read == targets[k]).float().mean().item()
+        pairs = Counter((classes[k][t], classes[k][r]) for t, r in zip(targets[k].tolist(), read.tolist()) if t != r)
+        confusions[k.removesuffix("_code")] = [[t, r, n] for (t, r), n in pairs.most_common(6)]
     truth = log_price.exp()
     out["price_mape"] = (100 * ((price.exp() - truth).abs() / truth).mean()).item()
     out["n_test"] = len(x)
+    out["confusions"] = confusions
     out["config"] = asdict(config)
     return out
 
@@ -130,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", help="a gen-samples output folder (or any dataset run-finetune reads)")
     parser.add_argument("--epochs", type=int, default=ProbeConfig.epochs)
     parser.add_argument("--seed", type=int, default=ProbeConfig.seed)
+    parser.add_argument("--image-size", type=int, default=ProbeConfig.image_size)
+    parser.add_argument("--taxonomy", default=ProbeConfig.taxonomy)
     args = parser.parse_args(argv)
-    print(json.dumps(run_probe(args.dataset, ProbeConfig(epochs=args.epochs, seed=args.seed)), indent=1))
+    config = ProbeConfig(epochs=args.epochs, seed=args.seed, image_size=args.image_size, taxonomy=args.taxonomy)
+    print(json.dumps(run_probe(args.dataset, config), indent=1))
     return 0
 
 

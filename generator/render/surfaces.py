@@ -34,9 +34,12 @@ def _tex_smooth(s):
 
 
 def _tex_leather_grain(s):
-    # Pebbles a few pixels across, separated by darker creases.
+    # Pebbles a few pixels across, separated by darker creases, under a broad soft sheen: the grain is
+    # lost in a thumbnail, the sheen is not (patent's is narrow and bright, suede has none).
     g = _smooth_noise(s, max(12, int(s / 3.2)), 2)
-    return 0.04 * g - 0.06 * (np.abs(g) < 0.08) + 0.025 * _fine_noise(s, 3)
+    x, y = _grid(s)
+    sheen = np.exp(-(((x + 0.5 * y) / s - 0.55) / 0.16) ** 2)
+    return 0.04 * g - 0.06 * (np.abs(g) < 0.08) + 0.22 * sheen + 0.025 * _fine_noise(s, 3)
 
 
 def _tex_knit(s):
@@ -44,7 +47,9 @@ def _tex_knit(s):
     p = max(5.0, round(8 * s / 336))
     u = (x % p) / p - 0.5
     v = 0.16 * np.cos(2 * np.pi * (y / p + np.abs(u))) - 0.12 * (np.abs(u) > 0.4)
-    return v + 0.03 * _fine_noise(s, 4)
+    # Cables of knit, a few across the body: the stitch itself does not survive a thumbnail.
+    cables = np.cos(2 * np.pi * x / max(8.0, round(s / 14)))
+    return v + 0.09 * cables + 0.03 * _fine_noise(s, 4)
 
 
 def _tex_quilted(s):
@@ -59,8 +64,9 @@ def _tex_quilted(s):
 def _tex_canvas(s):
     x, y = _grid(s)
     weave = (((x // 2) + (y // 2)) % 2) - 0.5
-    slub = _smooth_noise(s, 6, 6)[:, :1] * np.ones((1, s), np.float32)
-    return 0.1 * weave + 0.04 * slub + 0.035 * _fine_noise(s, 7)
+    # Slubs: the heavy yarn's uneven thickness shows as horizontal bands, even in a thumbnail.
+    slub = _smooth_noise(s, 14, 6)[:, :1] * np.ones((1, s), np.float32)
+    return 0.1 * weave + 0.11 * slub + 0.035 * _fine_noise(s, 7)
 
 
 def _tex_sheen(s):
@@ -70,7 +76,8 @@ def _tex_sheen(s):
 
 
 def _tex_suede(s):
-    return 0.06 * _smooth_noise(s, 10, 9) + 0.05 * _fine_noise(s, 10)
+    # Brushed nap: broad light and dark patches where the pile lies one way or the other, no sheen.
+    return 0.13 * _smooth_noise(s, 5, 9) + 0.06 * _smooth_noise(s, 10, 18) + 0.05 * _fine_noise(s, 10)
 
 
 def _tex_denim(s):
@@ -92,7 +99,9 @@ def _tex_wool(s):
     x, y = _grid(s)
     col = (x // max(3, round(6 * s / 336))) % 2
     herring = (((x + np.where(col == 1, y, -y)) % 4) < 2) - 0.5
-    return 0.06 * herring + 0.06 * _smooth_noise(s, s // 6, 14) + 0.05 * _fine_noise(s, 15)
+    # Heathered: mottling a few stitches across, under the herringbone.
+    heather = _smooth_noise(s, max(8, s // 24), 19)
+    return 0.06 * herring + 0.06 * _smooth_noise(s, s // 6, 14) + 0.1 * heather + 0.05 * _fine_noise(s, 15)
 
 
 def _tex_patent(s):
@@ -116,8 +125,9 @@ def _tex_glass(s):
 
 def _tex_corduroy(s):
     x, _ = _grid(s)
-    p = max(4.0, round(6 * s / 336))
-    return 0.14 * np.cos(2 * np.pi * x / p) + 0.03 * _fine_noise(s, 17)
+    # Wide wales, each about 1/28 of the picture: corduroy's ridges read even in a thumbnail.
+    p = max(4.0, round(12 * s / 336))
+    return 0.16 * np.cos(2 * np.pi * x / p) + 0.03 * _fine_noise(s, 17)
 
 
 _TEXTURES: dict[str, Callable[[int], np.ndarray]] = {
