@@ -153,9 +153,10 @@ def _polo(b: _Builder) -> None:
         b.body([(m * 0.42 * w, -0.62), (m * 0.66, -0.38), (m * 0.56, -0.16), (m * 0.4 * w, -0.26)])
         b.line([(m * 0.645, -0.33), (m * 0.55, -0.2)], 0.03, "dark")   # ribbed sleeve band
     b.body(_sym(left))
+    # A wide, darker collar and a long placket: what tells a polo from a T-shirt in a thumbnail.
     for m in (1, -1):
-        b.fill([(0, -0.62), (m * 0.14, -0.72), (m * 0.2, -0.58), (m * 0.04, -0.5)], "base", "darker")
-    b.fill([(-0.04, -0.6), (0.04, -0.6), (0.04, -0.3), (-0.04, -0.3)], "none", "darker")
+        b.fill([(0, -0.62), (m * 0.16, -0.74), (m * 0.26, -0.54), (m * 0.05, -0.46)], "dark", "darker")
+    b.fill([(-0.05, -0.6), (0.05, -0.6), (0.05, -0.22), (-0.05, -0.22)], "darker")
     for k in range(2 + (1 if b.t >= 0.4 else 0)):
         b.dot(0.0, -0.55 + 0.09 * k, 0.016 + 0.006 * b.t, "light", "dark")
     b.line([(-0.4 * w, 0.5), (0.4 * w, 0.5)], 0.02, "dark")
