@@ -60,7 +60,7 @@ class FinetuneConfig:
     # get their processor's image size lowered to fit (finetune/image_budget.py). None: the model's own.
     max_image_tokens: int | None = None
     gradient_checkpointing: bool = False
-    bf16: bool | None = None            # None: on when CUDA is available
+    bf16: bool | None = None            # None: on when CUDA is available (not for the tiny built-ins)
     loss: str = "answer"                # answer (logits at answer tokens only) | plain (the model's own loss)
     # Speed levers (finetune/speed/): none | fast | low-memory. Compilation applies on CUDA only.
     preset: str = "none"

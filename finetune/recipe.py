@@ -122,7 +122,7 @@ class Recipe:
         self.checkpoint = self.last_checkpoint = checkpoint
         distributed.check_batch(dist, cfg.batch_size)  # before joining: every rank stops with the same message
         self.device = device = distributed.setup(dist, resolve_device(cfg.device))
-        self.bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else builtins.default_bf16(cfg.model, device.type)
         if self.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise FinetuneError("this GPU has no bf16 support: run with bf16 = false")
         torch.manual_seed(cfg.seed)
