@@ -16,6 +16,7 @@ from typing import Any
 from .errors import FinetuneError
 from .builtins import default_epochs, default_method
 from .speed.config import PRESETS, SUGGESTIONS, levers
+from .tokenizer import IMAGE
 
 __all__ = ["DEFAULT_QUESTION", "FinetuneConfig", "FinetuneError", "RunResult", "checked_types", "config_fields",
            "load_config"]  # FinetuneError lives in finetune/errors.py; importing it from here keeps working
@@ -127,8 +128,6 @@ class FinetuneConfig:
         if self.lr is not None and self.lr <= 0:
             problems.append("--lr must be positive")
         problems += _lever_ranges(self.speed)
-        from .tokenizer import IMAGE
-
         markers = [m for m in (IMAGE, "<image>") if m in self.question]  # Phi-3's and Llava's image markers
         if markers:  # the processor found 2 image markers for 1 image, after the run folder was made
             problems.append(f"question must not hold an image marker ({', '.join(markers)}): the prompt places "

@@ -20,6 +20,7 @@ import numpy as np
 from generator.schema import ANSWER_TEMPLATE, IMAGE_COLUMN, REQUIRED_FOR_FINETUNE
 
 from .errors import FinetuneError
+from .families import family_of, family_of_processor
 
 # datasets, PIL and torch are imported in the functions that use them: scoring (finetune/evaluate.py)
 # imports this module and runs without torch.
@@ -58,8 +59,6 @@ def phi3_prompt(question: str, image_token: str) -> str:
 def build_prompt(loaded, question: str) -> str:
     """The prompt for a model: its family's own format (PaliGemma's prefix) where its processor has no
     chat template, else Phi-3's format, or the processor's own chat template."""
-    from .families import family_of
-
     family_prompt = family_of(loaded.model).prompt
     if family_prompt is not None and getattr(loaded.processor, "chat_template", None) is None:
         return family_prompt(question, loaded.image_token)
@@ -73,8 +72,6 @@ def build_text_prompt(loaded, question: str) -> str | None:
     """``build_prompt`` without the image, for a row whose image is null (a text-only row); ``None``
     for a family whose prompt format has no text-only form (PaliGemma's image prefix) or whose batches
     cannot mix such rows with image rows (Mllama)."""
-    from .families import family_of
-
     family = family_of(loaded.model)
     if not family.text_only_rows:
         return None
@@ -290,8 +287,6 @@ class Collator:
 
     def _encode(self, row: dict) -> _Encoded | None:
         """One row through the processor (``None`` when its image cannot be read)."""
-        from .families import family_of_processor
-
         text_only = row[IMAGE_COLUMN] is None and self.text_prompt is not None
         image = None if text_only else decode_image(row[IMAGE_COLUMN])
         if image is None and not text_only:

@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 
 from .builtins import build_builtin, builtin_names, is_builtin, special_tokens
+from .data import build_prompt
 from .errors import FinetuneError
+from .families import family_for
 from .loaded_model import LoadedModel
-from .tokenizer import END, IMAGE
+from .tokenizer import END, IMAGE, train_tokenizer
 
 # torch, transformers and huggingface_hub are imported in the functions that use them.
 
@@ -39,7 +41,7 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
     needs_remote = _needs_remote(raw)
     remote = {"trust_remote_code": trust_remote_code}
     try:
-        config = AutoConfig.from_pretrained(name_or_path, **common, **remote)
+        AutoConfig.from_pretrained(name_or_path, **common, **remote)   # an unreadable config fails here, in one line
         processor = _load_processor(name_or_path, model_type, {**common, **remote})
     except (OSError, ValueError) as e:
         raise FinetuneError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
@@ -50,8 +52,6 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
         )
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    from .families import family_for
 
     auto_map = raw.get("auto_map", {}) or {}
     if needs_remote and "AutoModelForCausalLM" in auto_map:
@@ -103,8 +103,6 @@ def _load_processor(name_or_path: str, model_type: str, kwargs: dict):
     although training on images never calls them.
     """
     from transformers import AutoProcessor
-
-    from .families import family_for
 
     try:
         return AutoProcessor.from_pretrained(name_or_path, **kwargs)
@@ -197,8 +195,6 @@ def describe_builtins(vocab_size: int = 2048, image_size: int = 336) -> list[dic
     Built on the meta device: nothing is initialised, so it takes a second."""
     from PIL import Image
 
-    from .data import build_prompt
-
     image = Image.new("RGB", (image_size, image_size), (128, 128, 128))
     rows = []
     for name in builtin_names():
@@ -213,8 +209,6 @@ def describe_builtins(vocab_size: int = 2048, image_size: int = 336) -> list[dic
 
 def _stand_in_tokenizer(name: str, vocab_size: int):
     """A tokenizer with a built-in's special tokens and ``vocab_size`` tokens, as a run's would have."""
-    from .tokenizer import train_tokenizer
-
     tokenizer = train_tokenizer(["a stand-in text"], vocab_size=vocab_size, extra_special_tokens=special_tokens(name))
     tokenizer.add_tokens([f"<unused_{i}>" for i in range(vocab_size - len(tokenizer))])
     return tokenizer

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from .families.qwen2_vl import image_only_class
 from .loaded_model import LoadedModel, random_weights
 from .tokenizer import END
 
@@ -81,8 +82,6 @@ def _ids(tokenizer, **names: str) -> dict:
 def build_qwen25(tokenizer):
     """Qwen2.5-VL: 14 px patches merged 2 x 2; every picture resized to 112 x 112 px (16 tokens when square)."""
     import transformers as tf
-
-    from .families.qwen2_vl import image_only_class
 
     head_dim = HIDDEN // HEADS   # M-RoPE's sections add up to half of it
     text = _text(tokenizer, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
