@@ -109,6 +109,9 @@ class BuiltinSpec:
     # 0.36 and category3 72.0 %, in fp32 at 0.20 and 74.0 %, and fp32 was faster (1:36 against 1:56):
     # AdamW's small updates vanish in bf16 weights, and a model this small gains nothing from them.
     cuda_bf16: bool = True
+    # The share of answer tokens a training row reads corrupted (data.noisy_answer) when the run does
+    # not set --answer-noise.
+    answer_noise: float = 0.0
 
     @property
     def conv(self) -> bool:
@@ -132,7 +135,7 @@ BUILTIN_MODELS: dict[str, BuiltinSpec] = {
     "tiny": BuiltinSpec(
         image_size=64, tower=ConvTower(), **_TINY_DECODER,
         train_vision=True, train_embeddings=True, default_lr=2e-3, default_method="full", full_lr=5e-4,
-        default_epochs=18, cuda_bf16=False,
+        default_epochs=18, cuda_bf16=False, answer_noise=0.15,
     ),
     # The same decoder behind a 2-layer CLIP ViT, as a Llava model: the CPU twin of phi3v-shape's
     # architecture, where every speed lever applies. It learns to see far more slowly than tiny.
@@ -187,6 +190,12 @@ def default_epochs(name: str) -> float:
     """The epochs of a run that gives neither --epochs nor --max-steps."""
     spec = _defaults(name)
     return spec.default_epochs if spec is not None else DEFAULT_EPOCHS
+
+
+def default_answer_noise(name: str) -> float:
+    """The --answer-noise of a run that does not set it: the model's (``BuiltinSpec.answer_noise``), else 0."""
+    spec = BUILTIN_MODELS.get(name)
+    return spec.answer_noise if spec is not None else 0.0
 
 
 def default_bf16(name: str, device_type: str) -> bool:

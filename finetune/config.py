@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FinetuneError
-from .builtins import default_epochs, default_method
+from .builtins import default_answer_noise, default_epochs, default_method
 from .speed.config import PRESETS, SUGGESTIONS, levers
 from .tokenizer import IMAGE
 
@@ -57,6 +57,10 @@ class FinetuneConfig:
     # default catalogue, tiny at 3,000 steps of 32 reached category3 50.0 % with it and 51.6 % without
     # (H200, 2026-12-04), and the crops cost loader time.
     augment: bool = False
+    # The share of answer tokens a training row reads swapped for another of its tokens (labels stay
+    # true: finetune/data.py noisy_answer), against a small decoder trusting its own words over the
+    # picture. None: the model's default (0.15 for tiny, else 0).
+    answer_noise: float | None = None
     # The most tokens one image may take: dynamic-resolution families (Qwen2-VL, LLaVA-NeXT, Idefics3)
     # get their processor's image size lowered to fit (finetune/image_budget.py). None: the model's own.
     max_image_tokens: int | None = None
@@ -96,6 +100,10 @@ class FinetuneConfig:
             self.method = default_method(self.model)
         if self.epochs is None:
             self.epochs = default_epochs(self.model)
+        if self.answer_noise is None:
+            self.answer_noise = default_answer_noise(self.model)
+        elif not 0 <= self.answer_noise < 1:
+            problems.append("--answer-noise must be at least 0 and below 1 (the share of answer tokens read corrupted)")
         if self.preset not in PRESETS:
             problems.append(f"--preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         else:

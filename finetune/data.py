@@ -256,6 +256,9 @@ class Collator:
     # Training images get a random crop and mirror (``augment_image``), drawn from (seed, epoch, row):
     # the same in every worker layout and after --resume.
     augment: bool = False
+    # The share of answer tokens whose *input* is swapped for another token of the same answer, drawn
+    # from (seed, epoch, row) too; the labels stay the true ones (``noisy_answer``).
+    answer_noise: float = 0.0
     seed: int = 0
     # The prompt of a row whose image is null (``build_text_prompt``): it trains as text only. ``None``:
     # such a row is skipped, as one whose image cannot be read.
@@ -312,10 +315,14 @@ class Collator:
                 values = enc.pop(key)[0].long()
                 last = key in family.answer_repeats_prompt_end
                 per_token[key] = (values, values[-1] if last else family.answer_token_values.get(key, 0))
-        answer_ids = []
+        answer_ids, answer_inputs = [], []
         if self.train:
             answer_ids = tokenizer(answer_text(row) + self.end_token, add_special_tokens=False)["input_ids"]
-        return _Encoded(prompt_ids, answer_ids, per_token, enc, row[INDEX_KEY])
+            answer_inputs = answer_ids
+            if self.answer_noise > 0:
+                draw = random.Random(f"{self.seed}/{row.get(EPOCH_KEY, 0)}/{row[INDEX_KEY]}/answer")
+                answer_inputs = noisy_answer(answer_ids, self.answer_noise, draw)
+        return _Encoded(prompt_ids, answer_ids, per_token, enc, row[INDEX_KEY], answer_inputs)
 
     def _token_tensors(self, encoded: list[_Encoded], width: int) -> dict[str, Any]:
         """``input_ids``, ``attention_mask``, ``labels`` (training) and the per-token processor outputs,
@@ -329,7 +336,7 @@ class Collator:
         labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
         per_token = _per_token_zeros(encoded, width)
         for i, e in enumerate(encoded):
-            seq = torch.tensor(e.prompt + e.answer, dtype=torch.long)
+            seq = torch.tensor(e.prompt + (e.answer_inputs or e.answer), dtype=torch.long)
             # Training pads on the right; generation on the left, so every prompt ends where
             # the first new token goes.
             start = 0 if self.train else width - len(seq)
@@ -355,6 +362,26 @@ class _Encoded:
     per_token: dict[str, tuple[Any, Any]]   # key -> (prompt values ``[prompt, ...]``, the answer's value)
     extras: dict[str, Any]
     index: int
+    answer_inputs: list[int] | None = None   # what the model reads of the answer (``answer_noise``); labels: answer
+
+
+def noisy_answer(answer: list[int], share: float, draw: random.Random) -> list[int]:
+    """``answer`` with about ``share`` of its tokens (the end token kept) replaced by another of its tokens.
+
+    Teacher forcing shows the decoder the true title while it learns; generating, it reads its own, and
+    a small decoder learns to lean on what it read: after a wrong material word it wrote the item that
+    word goes with (on the default catalogue 60 % of tiny's category3 errors came with a wrong material).
+    Reading a corrupted answer now and then, it must take each word from the picture again. Tokens of
+    the same answer keep the inputs plausible and never the image token. On the seed-21 catalogue at the
+    default 18 epochs: category3 81.9 -> 83.9 %, price MAPE 26.7 -> 24.2 % (one run each, CPU).
+    """
+    if len(answer) < 3:
+        return answer
+    out = list(answer)
+    for j in range(len(answer) - 1):
+        if draw.random() < share:
+            out[j] = answer[draw.randrange(len(answer) - 1)]
+    return out
 
 
 def _is_per_token(value, prompt_len: int) -> bool:

@@ -220,10 +220,13 @@ class Recipe:
         cuda = device.type == "cuda"
         collator = data_mod.Collator(loaded.processor, self.prompt, loaded.end_token, train=True,
                                      pad_to_multiple_of=self.speed.pad_to_multiple_of, augment=cfg.augment,
+                                     answer_noise=cfg.answer_noise,
                                      seed=cfg.seed, text_prompt=data_mod.build_text_prompt(loaded, cfg.question))
         self._preflight(collator)   # before the loader's workers start: a run that cannot fit stops now
         batch_sampler = distributed.RankSlice(self.sampler, dist) if dist.enabled else self.sampler
-        across = data_mod.AcrossEpochs(batch_sampler, state.epoch, state.batch_in_epoch, tag_epochs=cfg.augment)
+        # The epoch travels with each row where the collator draws from (seed, epoch, row).
+        drawn = cfg.augment or cfg.answer_noise > 0
+        across = data_mod.AcrossEpochs(batch_sampler, state.epoch, state.batch_in_epoch, tag_epochs=drawn)
         loader = data_mod.make_loader(self.splits["train"], collator, batch_sampler=across,
                                       num_workers=cfg.loader_workers(cuda, dist.world), pin_memory=cuda, seed=cfg.seed)
         # Every rank must run each micro-batch's forward and backward (they gather and reduce together):
