@@ -15,8 +15,8 @@ from finetune.data import load_splits  # noqa: E402
 from generator.api import GenerateConfig, generate_to_dir  # noqa: E402
 from generator.render import shapes  # noqa: E402
 
-ROWS = 480
-CONFIG = ProbeConfig(epochs=6)
+ROWS = 640
+CONFIG = ProbeConfig(epochs=10)
 
 
 def _majority(data) -> float:
@@ -28,7 +28,7 @@ def _majority(data) -> float:
 def test_the_probe_reads_the_category_from_the_pictures(tmp_path):
     data = generate_to_dir(GenerateConfig(rows=ROWS, seed=0, image_size=64), tmp_path / "catalogue")
     got = run_probe(str(data), CONFIG)
-    assert got["n_test"] == 48
+    assert got["n_test"] == 64
     assert got["category3_accuracy"] >= _majority(data) + 0.25, got
     assert got["category2_accuracy"] > got["category3_accuracy"] - 0.05   # fewer, coarser classes
 
