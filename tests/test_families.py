@@ -248,17 +248,25 @@ def data(tmp_path_factory) -> Path:
     return mixed_dataset(tmp_path_factory.mktemp("families") / "data")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Callable[[str], Path]:
-    """A family's tiny model folder, built once for the module."""
-    root, done = tmp_path_factory.mktemp("models"), {}
+def built_models(builders: dict[str, Callable[[Path], Path]]):
+    """The ``built`` fixture over ``builders``: a family's tiny model folder, built once for the module
+    (tests/test_families_more.py makes its own from its builders)."""
 
-    def get(family: str) -> Path:
-        if family not in done:
-            done[family] = BUILDERS[family](root / family)
-        return done[family]
+    @pytest.fixture(scope="module")
+    def built(tmp_path_factory) -> Callable[[str], Path]:
+        root, done = tmp_path_factory.mktemp("models"), {}
 
-    return get
+        def get(family: str) -> Path:
+            if family not in done:
+                done[family] = builders[family](root / family)
+            return done[family]
+
+        return get
+
+    return built
+
+
+built = built_models(BUILDERS)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,8 @@ from _ft_fixtures import draw, jpeg, make_rows, tiny_config
 
 torch = pytest.importorskip("torch")
 
-from test_families import HIDDEN, _losses, _moved, _save, _text, family_tokenizer, mixed_dataset  # noqa: E402
+from test_families import (HIDDEN, _losses, _moved, _save, _text, built_models, family_tokenizer,  # noqa: E402
+                           data, isolated)  # noqa: F401 - fixtures
 
 from finetune.families.qwen2_vl import image_only_class  # noqa: E402
 from finetune.twins import QWEN_TEMPLATE  # noqa: E402
@@ -127,30 +128,8 @@ MASKLESS_OFF = {"qwen3-vl"}
 NO_LAST_MLP = {"phi4-multimodal"}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return mixed_dataset(tmp_path_factory.mktemp("families") / "data")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Callable[[str], Path]:
-    """A family's tiny model folder, built once for the module."""
-    root, done = tmp_path_factory.mktemp("models"), {}
-
-    def get(family: str) -> Path:
-        if family not in done:
-            done[family] = BUILDERS[family](root / family)
-        return done[family]
-
-    return get
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Datasets' cache goes to the test's folder, never the user's."""
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+# The families' data and cache isolation as test_families has them; models from this module's builders.
+built = built_models(BUILDERS)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
