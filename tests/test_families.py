@@ -293,39 +293,44 @@ def _moved(out: Path, method: str, base: Path) -> bool:
     return any(not torch.equal(before[k], after[k]) for k in before.keys() & after.keys())
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_family_trains_evaluates_and_saves(family, method, data, built, tmp_path, capfd):
-    """Two steps (LoRA under the fast preset, whose levers turn themselves off where they cannot
-    apply; full without), a generation eval and the saved model, through the Python API."""
+def train_two_steps(model_dir: Path, data: Path, out: Path, method: str, capfd) -> str:
+    """Two steps (LoRA under the fast preset, whose levers turn themselves off where they cannot apply;
+    full without), a generation eval and the saved model, through the Python API; what the run said
+    (tests/test_families_more.py trains its families so too)."""
     from finetune.train import train
 
-    out = tmp_path / "run"
     preset = "fast" if method == "lora" else "none"
-    train(tiny_config(data, out, model=str(built(family)), method=method, batch_size=4, max_steps=2, lr=1e-3,
+    train(tiny_config(data, out, model=str(model_dir), method=method, batch_size=4, max_steps=2, lr=1e-3,
                       max_eval_samples=2, max_new_tokens=4, preset=preset))
     losses = _losses(out)
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses) and losses[0] != losses[1], losses
-    assert _moved(out, method, built(family))
+    assert _moved(out, method, model_dir)
     assert "parse_rate" in json.loads((out / "metrics.json").read_text())["model"]
     assert (out / "final" / ("adapter" if method == "lora" else "model.safetensors")).exists()
-    said = " ".join(capfd.readouterr().err.split())   # rich wraps long lines
-    if preset == "fast":
+    return " ".join(capfd.readouterr().err.split())   # rich wraps long lines
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_trains_evaluates_and_saves(family, method, data, built, tmp_path, capfd):
+    said = train_two_steps(built(family), data, tmp_path / "run", method, capfd)
+    if method == "lora":   # the fast preset: each lever that cannot apply says so
         assert said.count("maskless off") == (family in MASKLESS_OFF), said
         assert said.count("image feature cache off") == (family != "llava"), said
         assert "answer_only_last_mlp off" not in said
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_answer_loss_equals_the_models_own_loss(family, data, built):
+def check_answer_loss(model_dir: Path, data: Path, *, maskless: bool, pixels: str = "pixel_values") -> None:
     """On one batch, the answer-only loss (logits at the answer positions, the family's own forward)
-    equals the model's own loss with labels on the answer; and the image changes it."""
+    equals the model's own loss with labels on the answer; the image changes it; and, where the maskless
+    lever stays on, dropping the mask keeps it (tests/test_families_more.py checks its families so too)."""
     from finetune.config import DEFAULT_QUESTION
     from finetune.data import Collator, RowsDataset, build_prompt, load_splits
     from finetune.loss import compute_loss, supports_answer_loss, with_host_indices
     from finetune.models import load_pretrained
+    from finetune.speed import drop_causal_mask
 
-    loaded = load_pretrained(str(built(family)))
+    loaded = load_pretrained(str(model_dir))
     model = loaded.model.eval()   # no dropout: both losses see the same forward
     collator = Collator(loaded.processor, build_prompt(loaded, DEFAULT_QUESTION), loaded.end_token)
     batch = with_host_indices(collator(RowsDataset(load_splits(str(data))["train"]).__getitems__([0, 1, 2, 3])))
@@ -334,12 +339,13 @@ def test_answer_loss_equals_the_models_own_loss(family, data, built):
         answer = compute_loss(model, batch, kind="answer").loss
         plain = compute_loss(model, batch, kind="plain").loss
         # Grey, not black: Idefics3 takes an all-zero image for padding and drops it.
-        blank = compute_loss(model, {**batch, "pixel_values": torch.full_like(batch["pixel_values"], 0.5)}).loss
+        blank = compute_loss(model, {**batch, pixels: torch.full_like(batch[pixels], 0.5)}).loss
+        unmasked = compute_loss(model, drop_causal_mask(batch, True)).loss if maskless else answer
     assert torch.isfinite(answer) and abs(float(answer) - float(plain)) < 1e-4, (float(answer), float(plain))
     assert abs(float(answer) - float(blank)) > 1e-6   # the image reaches the decoder
-    if family not in MASKLESS_OFF:   # where the maskless lever stays on, it keeps the loss
-        from finetune.speed import drop_causal_mask
+    assert abs(float(unmasked) - float(answer)) < 1e-5
 
-        with torch.no_grad():
-            maskless = compute_loss(model, drop_causal_mask(batch, True)).loss
-        assert abs(float(maskless) - float(answer)) < 1e-5
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_answer_loss_equals_the_models_own_loss(family, data, built):
+    check_answer_loss(built(family), data, maskless=family not in MASKLESS_OFF)

@@ -7,20 +7,18 @@ the answer, and the image changes it.
 """
 from __future__ import annotations
 
-import json
-import math
 import random
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _ft_fixtures import draw, jpeg, make_rows, tiny_config
+from _ft_fixtures import draw, jpeg, make_rows
 
 torch = pytest.importorskip("torch")
 
-from test_families import (HIDDEN, _losses, _moved, _save, _text, built_models, family_tokenizer,  # noqa: E402
-                           data, isolated)  # noqa: F401 - fixtures
+from test_families import (HIDDEN, _save, _text, built_models, check_answer_loss,  # noqa: E402
+                           family_tokenizer, train_two_steps, data, isolated)  # noqa: F401 - data, isolated: fixtures
 
 from finetune.families.qwen2_vl import image_only_class  # noqa: E402
 from finetune.twins import QWEN_TEMPLATE  # noqa: E402
@@ -135,21 +133,8 @@ built = built_models(BUILDERS)
 @pytest.mark.parametrize("method", ["lora", "full"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_trains_evaluates_and_saves(family, method, data, built, tmp_path, capfd):
-    """Two steps (LoRA under the fast preset, whose levers turn themselves off where they cannot
-    apply, each saying why once; full without), a generation eval and the saved model."""
-    from finetune.train import train
-
-    out = tmp_path / "run"
-    preset = "fast" if method == "lora" else "none"
-    train(tiny_config(data, out, model=str(built(family)), method=method, batch_size=4, max_steps=2, lr=1e-3,
-                      max_eval_samples=2, max_new_tokens=4, preset=preset))
-    losses = _losses(out)
-    assert len(losses) == 2 and all(math.isfinite(x) for x in losses) and losses[0] != losses[1], losses
-    assert _moved(out, method, built(family))
-    assert "parse_rate" in json.loads((out / "metrics.json").read_text())["model"]
-    assert (out / "final" / ("adapter" if method == "lora" else "model.safetensors")).exists()
-    said = " ".join(capfd.readouterr().err.split())   # rich wraps long lines
-    if preset == "fast":
+    said = train_two_steps(built(family), data, tmp_path / "run", method, capfd)
+    if method == "lora":   # the fast preset: each lever that cannot apply says so once
         assert said.count("maskless off") == (family in MASKLESS_OFF), said
         assert said.count("image feature cache off") == 1, said
         assert f"({family})" in said, said   # the family the kit took the model for
@@ -158,31 +143,7 @@ def test_family_trains_evaluates_and_saves(family, method, data, built, tmp_path
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_answer_loss_equals_the_models_own_loss(family, data, built):
-    """On one batch, the answer-only loss (logits at the answer positions, the family's own forward)
-    equals the model's own loss with labels on the answer; and the image changes it."""
-    from finetune.config import DEFAULT_QUESTION
-    from finetune.data import Collator, RowsDataset, build_prompt, load_splits
-    from finetune.loss import compute_loss, supports_answer_loss, with_host_indices
-    from finetune.models import load_pretrained
-
-    loaded = load_pretrained(str(built(family)))
-    model = loaded.model.eval()   # no dropout: both losses see the same forward
-    collator = Collator(loaded.processor, build_prompt(loaded, DEFAULT_QUESTION), loaded.end_token)
-    batch = with_host_indices(collator(RowsDataset(load_splits(str(data))["train"]).__getitems__([0, 1, 2, 3])))
-    pixels = PIXELS.get(family, "pixel_values")
-    assert supports_answer_loss(model)
-    with torch.no_grad():
-        answer = compute_loss(model, batch, kind="answer").loss
-        plain = compute_loss(model, batch, kind="plain").loss
-        blank = compute_loss(model, {**batch, pixels: torch.full_like(batch[pixels], 0.5)}).loss
-    assert torch.isfinite(answer) and abs(float(answer) - float(plain)) < 1e-4, (float(answer), float(plain))
-    assert abs(float(answer) - float(blank)) > 1e-6   # the image reaches the decoder
-    if family not in MASKLESS_OFF:   # where the maskless lever stays on, it keeps the loss
-        from finetune.speed import drop_causal_mask
-
-        with torch.no_grad():
-            maskless = compute_loss(model, drop_causal_mask(batch, True)).loss
-        assert abs(float(maskless) - float(answer)) < 1e-5
+    check_answer_loss(built(family), data, maskless=family not in MASKLESS_OFF, pixels=PIXELS.get(family, "pixel_values"))
 
 
 def test_mllama_answer_and_generation_see_the_image(data, built):
