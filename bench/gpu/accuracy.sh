@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 18 on the lent GPU: plain `run-finetune` as a user types it (no flags: the default catalogue, the
-# built-in tiny, its defaults; bf16 on CUDA), the same in fp32 beside it, and the tests that compare the
-# training and generation paths on CUDA. One call:
+# built-in tiny, its defaults), beside it the same with one setting changed (RUN2, default: `--answer-noise 0`;
+# run 0008 compared `bf16 = false` through a config file), and the tests that compare the training and
+# generation paths on CUDA. One call:
 #   bash bench/gpu/accuracy.sh     (needs .whl/ from `../shared/tools/device-wheels trl liger-kernel`, and $OUT)
-# Writes $OUT/gpu.txt, $OUT/{bf16,fp32}_metrics.json, their logs and train logs, and $OUT/tests.txt.
+# Writes $OUT/gpu.txt, $OUT/{default,variant}_metrics.json, their logs and train logs, and $OUT/tests.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline HF_HUB_OFFLINE=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -13,15 +14,14 @@ python3 -m pip install -q --no-index --find-links .whl datasets faker wandb || e
   python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"; } | tee "$OUT/gpu.txt"
 # The default catalogue once (both runs would otherwise race to make it).
 python3 -m generator --quiet >/dev/null 2>&1 || python3 -m generator
-printf 'bf16 = false\n' > /tmp/fp32.toml
 run() {  # name, extra flags
   /usr/bin/time -v python3 -m finetune --out "/tmp/run-$1" "${@:2}" > "$OUT/$1.log" 2>&1
   cp "/tmp/run-$1/metrics.json" "$OUT/$1_metrics.json"; cp "/tmp/run-$1/train_log.jsonl" "$OUT/$1_train_log.jsonl"
 }
-run bf16 & run fp32 --config /tmp/fp32.toml & wait
-grep -hE "Elapsed|Maximum resident" "$OUT/bf16.log" "$OUT/fp32.log"
+run default & run variant ${RUN2:---answer-noise 0} & wait
+grep -hE "Elapsed|Maximum resident" "$OUT/default.log" "$OUT/variant.log"
 timeout 240 python3 -m pytest tests/test_finetune_paths_agree.py tests/test_finetune_loss.py tests/test_feature_cache.py \
   -q -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/tests.txt"
-for m in bf16 fp32; do python3 -c "
+for m in default variant; do python3 -c "
 import json, sys; m = json.load(open('$OUT/${m}_metrics.json'))['model']
 print('$m', {k: round(m[k], 4) for k in ('parse_rate', 'category3_accuracy', 'category2_accuracy', 'price_mape')})"; done
