@@ -95,9 +95,10 @@ def apply_max_image_tokens(loaded, prompt: str, limit: int | None) -> str | None
             f"known here, so images keep their own token counts" + (f" ({count} for a 336 px square)" if count else ""))
 
 
-def blank_image_tokens(loaded, prompt: str) -> int | None:
-    """Image tokens of the prompt with one grey 336 px square (a fixed-size family's count for any image);
-    ``None`` where the model names no image token id (remote-code processors)."""
+def blank_image_tokens(loaded, prompt: str, size: int = 336) -> int | None:
+    """Image tokens of the prompt with one grey ``size`` px square (a fixed-size family's count for any
+    image; run-finetune --list-models shows it); ``None`` where the model names no image token id
+    (remote-code processors)."""
     from PIL import Image
 
     config = core_model(loaded.model).config
@@ -106,7 +107,7 @@ def blank_image_tokens(loaded, prompt: str) -> int | None:
                 or getattr(loaded.processor, "image_token_id", None))
     if token_id is None:
         return None
-    image = Image.new("RGB", (336, 336), (128, 128, 128))
+    image = Image.new("RGB", (size, size), (128, 128, 128))
     ids = loaded.processor(text=[prompt], images=[image])["input_ids"][0]
     return sum(1 for i in ids if i == token_id)
 

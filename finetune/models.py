@@ -16,6 +16,7 @@ from .builtins import build_builtin, builtin_names, is_builtin, special_tokens
 from .data import build_prompt
 from .errors import FinetuneError
 from .families import family_for
+from .image_budget import blank_image_tokens
 from .loaded_model import LoadedModel
 from .tokenizer import END, IMAGE, train_tokenizer
 
@@ -193,17 +194,11 @@ def describe_builtins(vocab_size: int = 2048, image_size: int = 336) -> list[dic
     """Every built-in model: its transformers class, parameter count (at a tokenizer of ``vocab_size``,
     the default) and image tokens for one ``image_size`` px square picture (the default catalogue's).
     Built on the meta device: nothing is initialised, so it takes a second."""
-    from PIL import Image
-
-    image = Image.new("RGB", (image_size, image_size), (128, 128, 128))
     rows = []
     for name in builtin_names():
         loaded = build_builtin(name, _stand_in_tokenizer(name, vocab_size), device="meta")
-        config = loaded.model.config
-        token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
-        ids = loaded.processor(text=[build_prompt(loaded, "?")], images=[image])["input_ids"][0]
         rows.append({"name": name, "class": type(loaded.model).__name__, "parameters": count_parameters(loaded.model),
-                     "image_tokens": sum(1 for i in ids if i == token_id)})
+                     "image_tokens": blank_image_tokens(loaded, build_prompt(loaded, "?"), image_size)})
     return rows
 
 
