@@ -59,22 +59,14 @@ def _title_names(taxonomy: str) -> dict[str, list[str]]:
 
 
 def _images(ds, size: int):
-    """The split's pictures as a normalised float tensor [n, 3, size, size] (CLIP's mean and std, as tiny)."""
-    import numpy as np
-    import torch
+    """The split's pictures as tiny's own image processor gives them to the model: [n, 3, size, size]."""
     from PIL import Image
 
-    from finetune.builtins import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from finetune.builtins import _clip_image_processor
     from finetune.data import IMAGE_COLUMN, decode_image
 
-    pixels = []
-    for value in ds[IMAGE_COLUMN]:
-        image = decode_image(value) or Image.new("RGB", (size, size), "white")
-        pixels.append(np.asarray(image.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0)
-    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
-    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    images = [decode_image(value) or Image.new("RGB", (size, size), "white") for value in ds[IMAGE_COLUMN]]
+    return _clip_image_processor(size)(images=images, return_tensors="pt")["pixel_values"]
 
 
 class _Probe:
