@@ -200,16 +200,21 @@ class RowsDataset:
         return rows
 
 
-def decode_image(value):
-    """A PIL RGB image from a datasets ``Image(decode=False)`` value; ``None`` if unreadable."""
+def open_image(value):
+    """The PIL image of a datasets ``Image(decode=False)`` value (bytes or path), opened but not decoded:
+    its header (size, format) is read, its pixels not yet. Raises what PIL raises for an unreadable one."""
     from PIL import Image
 
+    if not isinstance(value, dict):
+        return value
+    data, path = value.get("bytes"), value.get("path")
+    return Image.open(io.BytesIO(data)) if data else Image.open(path)
+
+
+def decode_image(value):
+    """A PIL RGB image from a datasets ``Image(decode=False)`` value; ``None`` if unreadable."""
     try:
-        if isinstance(value, dict):
-            data, path = value.get("bytes"), value.get("path")
-            image = Image.open(io.BytesIO(data)) if data else Image.open(path)
-        else:
-            image = value
+        image = open_image(value)
         image.load()
         return image.convert("RGB")
     except Exception:  # noqa: BLE001 - any decoding failure is a corrupt row

@@ -25,7 +25,6 @@ estimator run without it.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 
 from generator.schema import IMAGE_COLUMN
 
-from .data import RowsDataset
+from .data import RowsDataset, open_image
 from .errors import FinetuneError
 from .families import core_model, family_of, family_of_processor
 
@@ -200,13 +199,10 @@ def _tokens(processor, sizes: list[tuple[int, int]]) -> list[int]:
 def image_size(value) -> tuple[int, int] | None:
     """``(height, width)`` of a datasets ``Image(decode=False)`` value from its header (no decoding);
     ``None`` for a null or unreadable image."""
-    from PIL import Image
-
     if value is None:
         return None
     try:
-        data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (None, None)
-        with Image.open(io.BytesIO(data) if data else path) as image:
+        with open_image(value) as image:
             width, height = image.size
     except Exception:  # noqa: BLE001 - any unreadable header is a row the collator will skip
         return None
