@@ -35,7 +35,7 @@ STATE_KEYS = frozenset({"train_state", "scheduler", "rng", "config"})
 # or in less memory; the batch size and LoRA dropout a preset suggests are compared as resolved.
 RESUME_KEYS = ("dataset", "model", "method", "batch_size", "grad_accum", "seed", "epochs", "max_steps",
                "lora_r", "lora_alpha", "lora_dropout", "train_vision", "loss", "lr", "weight_decay", "warmup_ratio",
-               "augment", "max_image_tokens", "answer_noise")
+               "augment", "max_image_tokens", "answer_noise", "vision_warmup_epochs")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FinetuneError
-from .builtins import default_answer_noise, default_epochs, default_method
+from .builtins import default_answer_noise, default_epochs, default_method, default_vision_warmup_epochs
 from .speed.config import PRESETS, SUGGESTIONS, levers
 from .tokenizer import IMAGE
 
@@ -61,6 +61,10 @@ class FinetuneConfig:
     # true: finetune/data.py noisy_answer), against a small decoder trusting its own words over the
     # picture. None: the model's default (0.15 for tiny, else 0).
     answer_noise: float | None = None
+    # Passes over the training images the vision side first trains as a classifier of the answers'
+    # category, title words and price (finetune/vision_warmup.py). None: the model's default (18 for
+    # tiny, whose tower starts random; else 0).
+    vision_warmup_epochs: float | None = None
     # The most tokens one image may take: dynamic-resolution families (Qwen2-VL, LLaVA-NeXT, Idefics3)
     # get their processor's image size lowered to fit (finetune/image_budget.py). None: the model's own.
     max_image_tokens: int | None = None
@@ -104,6 +108,10 @@ class FinetuneConfig:
             self.answer_noise = default_answer_noise(self.model)
         elif not 0 <= self.answer_noise < 1:
             problems.append("--answer-noise must be at least 0 and below 1 (the share of answer tokens read corrupted)")
+        if self.vision_warmup_epochs is None:
+            self.vision_warmup_epochs = default_vision_warmup_epochs(self.model)
+        elif not 0 <= self.vision_warmup_epochs < math.inf:
+            problems.append("--vision-warmup-epochs must be a number, at least 0 (0: no warm-up)")
         if self.preset not in PRESETS:
             problems.append(f"--preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         else:

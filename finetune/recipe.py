@@ -36,6 +36,7 @@ from . import builtins
 from . import models as models_mod
 from . import report as run_report
 from . import speed as speed_mod
+from . import vision_warmup
 from .checkpoints import TrainState, atomic_dir, latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from .config import FinetuneConfig, RunResult
 from .errors import FinetuneError
@@ -143,7 +144,10 @@ class Recipe:
             distributed.barrier(dist)  # rank 0 trains and saves the tokenizer; the others load it
         self.loaded = load_model(cfg, self.splits, out, self.device, torch.bfloat16 if self.bf16 else torch.float32)
         if dist.is_main:
+            self._warm_up_vision()
             distributed.barrier(dist)
+        elif cfg.vision_warmup_epochs > 0:
+            vision_warmup.load(self.loaded.model, out)   # rank 0's warmed vision side: every rank starts alike
         # Only now: a bad dataset or model leaves no empty run folder behind.
         out.mkdir(parents=True, exist_ok=True)
         self.prompt = data_mod.build_prompt(self.loaded, cfg.question)
@@ -160,6 +164,25 @@ class Recipe:
         self.fsdp = distributed.use_fsdp(cfg.method, cfg.fsdp, dist)
         # Taken before compilation and sharding: rank 0 evaluates and saves a whole copy of a sharded model.
         self.frame = distributed.weightless_copy(self.model) if self.fsdp and dist.is_main else None
+
+    def _warm_up_vision(self) -> None:
+        """The vision side's warm-up (finetune/vision_warmup.py), or the run's warmed weights when resuming.
+
+        Only a resumed run reads the file: a new run in a folder an earlier one left before its first
+        checkpoint may find another dataset's or seed's warm-up there, and warms up again.
+        """
+        cfg, model = self.cfg, self.loaded.model
+        if cfg.vision_warmup_epochs <= 0:
+            return
+        if self.checkpoint is not None and vision_warmup.load(model, self.out):
+            return
+        history = vision_warmup.warm_up(model, self.loaded.processor.image_processor, self.splits["train"],
+                                       vision_warmup.WarmupConfig(epochs=cfg.vision_warmup_epochs, seed=cfg.seed),
+                                       console=self.console)
+        self.out.mkdir(parents=True, exist_ok=True)
+        vision_warmup.save(model, self.out)
+        said = ", ".join(f"{k} {v:.3f}" for k, v in history[-1].items())
+        self.console.print(f"vision warm-up: {cfg.vision_warmup_epochs:g} epochs, last epoch's losses {said}")
 
     def _setup_speed(self) -> None:
         """The preset's levers, the image feature cache, and the loss as the module a step calls."""

@@ -119,12 +119,13 @@ def dataset_dir(out: Path, n_train: int = 32, n_test: int = 8, seed: int = 0, im
 
 
 def tiny_config(dataset: Path | str, out: Path | str, **overrides):
-    """A ``FinetuneConfig`` for a seconds-long CPU run: tiny model, few steps, short eval, no W&B."""
+    """A ``FinetuneConfig`` for a seconds-long CPU run: tiny model, few steps, short eval, no W&B, and no
+    vision warm-up (tiny's default 18 passes would be most of the run; tests/test_vision_warmup.py has it)."""
     from finetune.config import FinetuneConfig
 
     settings = dict(dataset=str(dataset), model="tiny", out=str(out), batch_size=8, max_steps=4, save_every=0,
                     num_workers=0, no_wandb=True, max_eval_samples=8, max_new_tokens=8, tokenizer_vocab_size=512,
-                    log_every=1)
+                    log_every=1, vision_warmup_epochs=0)
     settings.update(overrides)
     return FinetuneConfig(**settings)
 

@@ -1,0 +1,216 @@
+"""Vision warm-up: a random model learns to see before it learns to answer.
+
+A pretrained VLM starts from a vision tower that already reads pictures. The built-in ``tiny`` starts
+from random weights, and through the decoder's text loss alone its tower learns slowly: the gradient
+reaches it through a two-layer decoder that is itself learning, mostly about word order. So before the
+fine-tune, the tower and projector train for a few passes as an image classifier of what the training
+answers say: the category (``category3_code``), the title's words (several at once) and the log price,
+read by linear heads from the image features the decoder will read, averaged over the image's tokens.
+The heads are thrown away; the fine-tune then starts from a tower that sees.
+
+Measured on the default catalogue (2-core CPU, plain run-finetune otherwise): category3 77.3 -> 93.4 %,
+category2 87.2 -> 97.4 %, price MAPE 27.4 -> 24.6 %, for ~50 s of warm-up (README).
+
+Only the training split's answers are read, so the test split stays unseen. The warmed weights are
+written to the run folder (``vision_warmup.safetensors``): a resumed run loads them instead of warming
+up again, so it continues from exactly the weights the interrupted run had.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .data import IMAGE_COLUMN, decode_image
+from .errors import FinetuneError
+from .families.base import core_model
+from .models import vision_module_names
+
+WEIGHTS = "vision_warmup.safetensors"
+# The words' loss is a mean over a vocabulary of a few hundred binary targets, most of them 0: scaled
+# so that it weighs about as much as the category's cross-entropy.
+WORDS_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    epochs: float
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    batch_size: int = 32
+    seed: int = 0
+    # Mirror half the pictures: every label of the catalogue survives a mirror (bench/probe.py: +1.5
+    # points of category3).
+    flip: bool = True
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the training answers say, a row: category index, title words (multi-hot), log price."""
+
+    category: torch.Tensor
+    words: torch.Tensor
+    log_price: torch.Tensor
+    categories: int
+    vocabulary: int
+
+    @classmethod
+    def of(cls, split) -> "Targets":
+        categories = sorted({str(c) for c in split["category3_code"]})
+        vocabulary = sorted({w for t in split["title"] for w in str(t).split()})
+        index = {w: i for i, w in enumerate(vocabulary)}
+        words = torch.zeros(len(split), len(vocabulary))
+        for row, title in enumerate(split["title"]):
+            for w in str(title).split():
+                words[row, index[w]] = 1.0
+        prices = [float(p) for p in split["full_price"]]
+        return cls(category=torch.tensor([categories.index(str(c)) for c in split["category3_code"]]),
+                   words=words, log_price=torch.tensor([math.log(max(p, 1.0)) for p in prices]),
+                   categories=len(categories), vocabulary=len(vocabulary))
+
+
+def pooled_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The image features the decoder reads (tower, then projector), averaged over each image's tokens:
+    [images, hidden] in float32."""
+    out = core_model(model).get_image_features(pixel_values=pixel_values)
+    features = getattr(out, "pooler_output", out)
+    if isinstance(features, (list, tuple)):
+        features = torch.stack([f.reshape(-1, f.shape[-1]) for f in features])
+    if features.dim() != 3 or features.shape[0] != pixel_values.shape[0]:
+        raise FinetuneError(f"vision warm-up: {type(core_model(model)).__name__} gives image features of shape "
+                            f"{tuple(features.shape)}, not one row of tokens an image: run with --vision-warmup-epochs 0")
+    return features.float().mean(dim=1)
+
+
+def pixels(split, image_processor) -> torch.Tensor:
+    """The split's pictures as the model's image processor gives them (a white square for an unreadable one)."""
+    size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
+    side = int(size.get("height") or size.get("shortest_edge") or 64)
+    images = [decode_image(v) or Image.new("RGB", (side, side), "white") for v in split[IMAGE_COLUMN]]
+    out = image_processor(images=images, return_tensors="pt")
+    keys = set(out.keys()) - {"pixel_values"}
+    if keys or out["pixel_values"].dim() != 4:
+        raise FinetuneError(f"vision warm-up needs images of one fixed size; this processor also gives {sorted(keys)} "
+                            "(a dynamic-resolution family): run with --vision-warmup-epochs 0")
+    return out["pixel_values"]
+
+
+def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Console) -> list[dict[str, float]]:
+    """Train ``model``'s vision side as a classifier of ``split``'s answers for ``config.epochs`` passes.
+
+    Changes the model in place; returns each pass's mean losses (category, words, price). Draws from its
+    own seeded generators and leaves the global random state as it found it.
+    """
+    targets = Targets.of(split)
+    x = pixels(split, image_processor)
+    core = core_model(model)
+    device, dtype = next(core.parameters()).device, next(core.parameters()).dtype
+    # The whole vision side trains here, even where the fine-tune then keeps it frozen (--no-train-vision).
+    trained = [p for n, p in core.named_parameters() if _in(n, vision_module_names(core))]
+    was = [p.requires_grad for p in trained]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        core.eval()   # one picture to learn the features' width: BatchNorm's running statistics stay as they are
+        with torch.no_grad():
+            width = pooled_features(model, x[:1].to(device, dtype)).shape[-1]
+        heads = torch.nn.ModuleDict({"category": torch.nn.Linear(width, targets.categories),
+                                     "words": torch.nn.Linear(width, targets.vocabulary),
+                                     "price": torch.nn.Linear(width, 1)}).to(device)
+        for p in trained:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW([*trained, *heads.parameters()], lr=config.lr, weight_decay=config.weight_decay)
+        steps = max(1, round(config.epochs * math.ceil(len(x) / config.batch_size)))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps, pct_start=0.1)
+        generator = torch.Generator().manual_seed(config.seed)
+        core.train()
+        history: list[dict[str, float]] = []
+        with _progress(console) as bar:
+            task = bar.add_task("vision warm-up", total=steps)
+            for epoch in _epochs(len(x), config.batch_size, steps, generator):
+                sums = dict.fromkeys(("category", "words", "price"), 0.0)
+                for batch in epoch:
+                    images = x[batch]
+                    if config.flip:
+                        mirror = torch.rand(len(batch), generator=generator) < 0.5
+                        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
+                    pooled = pooled_features(model, images.to(device, dtype))
+                    parts = {
+                        "category": F.cross_entropy(heads["category"](pooled), targets.category[batch].to(device)),
+                        "words": WORDS_WEIGHT * F.binary_cross_entropy_with_logits(
+                            heads["words"](pooled), targets.words[batch].to(device)),
+                        "price": F.l1_loss(heads["price"](pooled).squeeze(-1), targets.log_price[batch].to(device)),
+                    }
+                    optimizer.zero_grad(set_to_none=True)
+                    sum(parts.values()).backward()
+                    optimizer.step()
+                    schedule.step()
+                    for k, v in parts.items():
+                        sums[k] += v.item()
+                    bar.advance(task)
+                history.append({k: v / len(epoch) for k, v in sums.items()})
+    for p, grad in zip(trained, was):
+        p.requires_grad_(grad)
+    return history
+
+
+def _epochs(rows: int, batch_size: int, steps: int, generator: torch.Generator):
+    """The warm-up's batches of row indices, an epoch (a fresh shuffle) a list, ``steps`` batches in all."""
+    while steps > 0:
+        epoch = list(torch.randperm(rows, generator=generator).split(batch_size))[:steps]
+        steps -= len(epoch)
+        yield epoch
+
+
+def _in(name: str, modules: list[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+def vision_state(model) -> dict[str, torch.Tensor]:
+    """The vision side's weights and buffers (tower, projector): what the warm-up changed."""
+    vision = vision_module_names(core_model(model))
+    return {k: v.detach().contiguous().cpu() for k, v in core_model(model).state_dict().items() if _in(k, vision)}
+
+
+def save(model, out: Path) -> None:
+    """Write the warmed vision side to ``out/vision_warmup.safetensors`` (atomically)."""
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".vision_warmup-", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(vision_state(model), tmp)
+        os.replace(tmp, out / WEIGHTS)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(model, out: Path) -> bool:
+    """Load a run's warmed vision side, if it has one; whether it did."""
+    from safetensors.torch import load_file
+
+    path = out / WEIGHTS
+    if not path.is_file():
+        return False
+    try:
+        weights = load_file(str(path))
+    except Exception as e:   # safetensors raises its own errors for a truncated or foreign file
+        raise FinetuneError(f"{path} cannot be read ({e}): delete it to warm the vision side up again") from None
+    missing, unexpected = core_model(model).load_state_dict(weights, strict=False)
+    if unexpected:
+        raise FinetuneError(f"{path} does not match the model ({len(unexpected)} unknown tensors): "
+                            "delete it to warm the vision side up again")
+    return True

@@ -1,0 +1,150 @@
+"""The vision warm-up (finetune/vision_warmup.py): before the fine-tune, a random model's vision side
+learns to read what the training answers say; only the vision side moves; it is deterministic; a run
+saves the warmed weights and a resumed run continues from them."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rich.console import Console  # noqa: E402
+
+import _ft_fixtures as fx  # noqa: E402
+
+from finetune import vision_warmup  # noqa: E402
+from finetune.builtins import build_builtin  # noqa: E402
+from finetune.config import FinetuneConfig, FinetuneError  # noqa: E402
+from finetune.models import vision_module_names  # noqa: E402
+from finetune.train import train  # noqa: E402
+
+QUIET = Console(quiet=True)
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+
+
+def _tiny(n: int = 8):
+    _, tokenizer = fx.indexed_rows_and_tokenizer(n, seed=0)
+    return build_builtin("tiny", tokenizer, seed=0)
+
+
+def _is_vision(name: str, vision: list[str]) -> bool:
+    return any(name == v or name.startswith(v + ".") for v in vision)
+
+
+def test_targets_are_what_the_answers_say():
+    split = fx.make_dataset(n_train=12, n_test=1)["train"]
+    targets = vision_warmup.Targets.of(split)
+    categories = sorted(set(split["category3_code"]))
+    assert targets.categories == len(categories) >= 2
+    assert [categories[i] for i in targets.category.tolist()] == split["category3_code"]
+    assert targets.words.sum(dim=1).tolist() == [len(set(t.split())) for t in split["title"]]
+    assert targets.log_price.tolist() == pytest.approx([math.log(p) for p in split["full_price"]])
+
+
+def test_warm_up_teaches_the_vision_side_alone_and_deterministically():
+    split = fx.make_dataset(n_train=64, n_test=1)["train"]
+    runs = []
+    for _ in range(2):
+        loaded = _tiny()
+        before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+        rng = torch.get_rng_state()
+        history = vision_warmup.warm_up(loaded.model, loaded.processor.image_processor, split,
+                                        vision_warmup.WarmupConfig(epochs=12, batch_size=16), console=QUIET)
+        assert torch.equal(torch.get_rng_state(), rng)    # the fine-tune's draws are the same with or without it
+        runs.append((loaded, before, history))
+    (loaded, before, history), (again, _, history_again) = runs
+    assert len(history) == 12 and history == history_again
+    # It learns: the category's loss falls far below where it started (log of the classes at chance).
+    assert history[-1]["category"] < 0.4 * history[0]["category"], history
+    vision = vision_module_names(loaded.model)
+    after = loaded.model.state_dict()
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    assert moved and all(_is_vision(k, vision) for k in moved), sorted(moved)[:5]
+    assert any("vision_tower" in k for k in moved) and any("multi_modal_projector" in k for k in moved)
+    # Same seed, same weights; requires_grad as it was.
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in after.items())
+    assert all(p.requires_grad for p in loaded.model.parameters())
+
+
+def test_a_frozen_vision_side_is_warmed_and_stays_frozen():
+    split = fx.make_dataset(n_train=16, n_test=1)["train"]
+    loaded = _tiny()
+    vision = vision_module_names(loaded.model)
+    for name, p in loaded.model.named_parameters():
+        p.requires_grad_(not _is_vision(name, vision))
+    tower = {k: v.clone() for k, v in vision_warmup.vision_state(loaded.model).items()}
+    vision_warmup.warm_up(loaded.model, loaded.processor.image_processor, split,
+                          vision_warmup.WarmupConfig(epochs=1), console=QUIET)
+    assert any(not torch.equal(v, tower[k]) for k, v in vision_warmup.vision_state(loaded.model).items())
+    assert [n for n, p in loaded.model.named_parameters() if p.requires_grad and _is_vision(n, vision)] == []
+
+
+def test_a_run_saves_its_warm_up_and_a_resume_continues_from_it(tmp_path, monkeypatch):
+    data = fx.dataset_dir(tmp_path / "data", n_train=24, n_test=4)
+    settings = dict(vision_warmup_epochs=2, max_steps=4, save_every=2, save_final=False, max_eval_samples=4)
+    straight = train(fx.tiny_config(data, tmp_path / "straight", **settings))
+    assert (tmp_path / "straight" / vision_warmup.WEIGHTS).is_file()
+
+    out = tmp_path / "killed"
+    fx.train_killed_after(fx.tiny_config(data, out, **settings), 3)
+    saved = (out / vision_warmup.WEIGHTS).read_bytes()
+    assert saved == (tmp_path / "straight" / vision_warmup.WEIGHTS).read_bytes()   # same seed, same bytes
+
+    def no_second_warm_up(*args, **kwargs):
+        raise AssertionError("a resumed run warmed up again instead of loading its warmed weights")
+
+    monkeypatch.setattr(vision_warmup, "warm_up", no_second_warm_up)
+    resumed = train(fx.tiny_config(data, out, resume=True, **settings))
+    assert resumed.resumed_from == 2
+    expected, got = fx.checkpoint_weights(tmp_path / "straight", 4), fx.checkpoint_weights(out, 4)
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
+    assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
+    with pytest.raises(FinetuneError, match=r"vision_warmup_epochs=2.0 \(now 3.0\)"):
+        train(fx.tiny_config(data, out, resume=True, **{**settings, "vision_warmup_epochs": 3}))
+
+
+def test_no_warm_up_writes_nothing(tmp_path):
+    data = fx.dataset_dir(tmp_path / "data", n_train=8, n_test=2)
+    train(fx.tiny_config(data, tmp_path / "run", vision_warmup_epochs=0, max_steps=1, save_final=False,
+                         max_eval_samples=2))
+    assert not (tmp_path / "run" / vision_warmup.WEIGHTS).exists()
+
+
+def test_defaults_and_bad_values(tmp_path):
+    assert FinetuneConfig(dataset=str(tmp_path), model="tiny").validate().vision_warmup_epochs == 18
+    assert FinetuneConfig(dataset=str(tmp_path), model="tiny-llava").validate().vision_warmup_epochs == 0
+    assert FinetuneConfig(dataset=str(tmp_path), model=str(tmp_path)).validate().vision_warmup_epochs == 0
+    with pytest.raises(FinetuneError, match="--vision-warmup-epochs must be"):
+        FinetuneConfig(dataset=str(tmp_path), model="tiny", vision_warmup_epochs=-1.0).validate()
+
+
+def test_images_of_varying_size_are_refused_in_one_line():
+    class Dynamic:   # a dynamic-resolution processor's outputs (Qwen2-VL: patches and their grid)
+        size = {"shortest_edge": 28}
+
+        def __call__(self, images, return_tensors):
+            return {"pixel_values": torch.zeros(4 * len(images), 1176), "image_grid_thw": torch.ones(len(images), 3)}
+
+    split = fx.make_dataset(n_train=2, n_test=1)["train"]
+    with pytest.raises(FinetuneError, match="one fixed size.*--vision-warmup-epochs 0"):
+        vision_warmup.pixels(split, Dynamic())
+
+
+def test_a_new_run_does_not_read_a_warm_up_it_finds(tmp_path):
+    # A run stopped before its first checkpoint leaves its warm-up behind; a new run in that folder, with
+    # another seed, warms up for itself.
+    data = fx.dataset_dir(tmp_path / "data", n_train=8, n_test=2)
+    settings = dict(vision_warmup_epochs=1, max_steps=1, save_final=False, max_eval_samples=2, save_every=0)
+    train(fx.tiny_config(data, tmp_path / "a", seed=1, **settings))
+    left = (tmp_path / "a" / vision_warmup.WEIGHTS).read_bytes()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / vision_warmup.WEIGHTS).write_bytes(left)
+    train(fx.tiny_config(data, tmp_path / "b", seed=2, **settings))
+    assert (tmp_path / "b" / vision_warmup.WEIGHTS).read_bytes() != left
