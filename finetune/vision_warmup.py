@@ -77,30 +77,58 @@ class Targets:
                    categories=len(categories), vocabulary=len(vocabulary))
 
 
-def pooled_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The image features the decoder reads (tower, then projector), averaged over each image's tokens:
-    [images, hidden] in float32."""
-    out = core_model(model).get_image_features(pixel_values=pixel_values)
+def pooled_features(model, inputs: dict[str, torch.Tensor], images: int) -> torch.Tensor:
+    """The image features the decoder reads (tower, then projector: the family's ``get_image_features``),
+    averaged over each image's tokens: [images, hidden] in float32."""
+    out = core_model(model).get_image_features(**inputs)
     features = getattr(out, "pooler_output", out)
+    # A tensor [images, tokens, hidden] (Llava, FastVLM, Gemma 3), or one [tokens, hidden] an image
+    # (Qwen2-VL's split by image_grid_thw; Idefics3's a row, one image a row here).
     if isinstance(features, (list, tuple)):
-        features = torch.stack([f.reshape(-1, f.shape[-1]) for f in features])
-    if features.dim() != 3 or features.shape[0] != pixel_values.shape[0]:
+        features = torch.stack([f.reshape(-1, f.shape[-1]).float().mean(0) for f in features])
+    elif features.dim() == 3:
+        features = features.float().mean(dim=1)
+    if features.dim() != 2 or features.shape[0] != images:
         raise FinetuneError(f"vision warm-up: {type(core_model(model)).__name__} gives image features of shape "
-                            f"{tuple(features.shape)}, not one row of tokens an image: run with --vision-warmup-epochs 0")
-    return features.float().mean(dim=1)
+                            f"{tuple(features.shape)} for {images} images, not one row of tokens an image: "
+                            "run with --vision-warmup-epochs 0")
+    return features
 
 
-def pixels(split, image_processor) -> torch.Tensor:
-    """The split's pictures as the model's image processor gives them (a white square for an unreadable one)."""
-    size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
-    side = int(size.get("height") or size.get("shortest_edge") or 64)
-    images = [decode_image(v) or Image.new("RGB", (side, side), "white") for v in split[IMAGE_COLUMN]]
-    out = image_processor(images=images, return_tensors="pt")
-    keys = set(out.keys()) - {"pixel_values"}
-    if keys or out["pixel_values"].dim() != 4:
-        raise FinetuneError(f"vision warm-up needs images of one fixed size; this processor also gives {sorted(keys)} "
-                            "(a dynamic-resolution family): run with --vision-warmup-epochs 0")
-    return out["pixel_values"]
+class Pictures:
+    """The split's pictures as the model's image processor gives them, and mirrored, ready to batch.
+
+    Fixed-size processors (tiny's CLIP, Gemma 3's SigLIP) give one ``pixel_values`` tensor, processed
+    at once and mirrored in place. Others (Qwen2-VL's patches with ``image_grid_thw``, Idefics3's crops
+    with ``pixel_attention_mask``) are processed a picture at a time, mirrored as pictures, and a batch
+    is their outputs concatenated, as the processor would give several pictures.
+    """
+
+    def __init__(self, split, image_processor, *, mirror: bool):
+        images = [decode_image(v) for v in split[IMAGE_COLUMN]]
+        side = next((im.size for im in images if im is not None), (64, 64))
+        images = [im or Image.new("RGB", side, "white") for im in images]   # an unreadable picture: white
+        together = image_processor(images=images[:2], return_tensors="pt")
+        self.fixed = set(together.keys()) == {"pixel_values"} and together["pixel_values"].dim() == 4
+        if self.fixed:
+            self.tensor = image_processor(images=images, return_tensors="pt")["pixel_values"]
+        else:
+            one = [image_processor(images=[im], return_tensors="pt") for im in images]
+            flipped = [image_processor(images=[im.transpose(Image.FLIP_LEFT_RIGHT)], return_tensors="pt")
+                       for im in images] if mirror else one
+            self.each = [[{k: v for k, v in d.items() if isinstance(v, torch.Tensor)} for d in ds]
+                         for ds in (one, flipped)]
+        self.rows = len(images)
+
+    def batch(self, rows: torch.Tensor, mirrored: torch.Tensor, device, dtype) -> dict[str, torch.Tensor]:
+        if self.fixed:
+            x = self.tensor[rows]
+            x = torch.where(mirrored.view(-1, 1, 1, 1), x.flip(-1), x)
+            return {"pixel_values": x.to(device, dtype)}
+        parts = [self.each[int(m)][int(r)] for r, m in zip(rows, mirrored)]
+        out = {k: torch.cat([p[k] for p in parts]).to(device) for k in parts[0]}
+        out["pixel_values"] = out["pixel_values"].to(dtype)
+        return out
 
 
 def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Console) -> list[dict[str, float]]:
@@ -110,7 +138,7 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
     own seeded generators and leaves the global random state as it found it.
     """
     targets = Targets.of(split)
-    x = pixels(split, image_processor)
+    pictures = Pictures(split, image_processor, mirror=config.flip)
     core = core_model(model)
     device, dtype = next(core.parameters()).device, next(core.parameters()).dtype
     # The whole vision side trains here, even where the fine-tune then keeps it frozen (--no-train-vision).
@@ -120,28 +148,26 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
         torch.manual_seed(config.seed)
         core.eval()   # one picture to learn the features' width: BatchNorm's running statistics stay as they are
         with torch.no_grad():
-            width = pooled_features(model, x[:1].to(device, dtype)).shape[-1]
+            first = torch.zeros(1, dtype=torch.long)
+            width = pooled_features(model, pictures.batch(first, first.bool(), device, dtype), 1).shape[-1]
         heads = torch.nn.ModuleDict({"category": torch.nn.Linear(width, targets.categories),
                                      "words": torch.nn.Linear(width, targets.vocabulary),
                                      "price": torch.nn.Linear(width, 1)}).to(device)
         for p in trained:
             p.requires_grad_(True)
         optimizer = torch.optim.AdamW([*trained, *heads.parameters()], lr=config.lr, weight_decay=config.weight_decay)
-        steps = max(1, round(config.epochs * math.ceil(len(x) / config.batch_size)))
+        steps = max(1, round(config.epochs * math.ceil(pictures.rows / config.batch_size)))
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps, pct_start=0.1)
         generator = torch.Generator().manual_seed(config.seed)
         core.train()
         history: list[dict[str, float]] = []
         with _progress(console) as bar:
             task = bar.add_task("vision warm-up", total=steps)
-            for epoch in _epochs(len(x), config.batch_size, steps, generator):
+            for epoch in _epochs(pictures.rows, config.batch_size, steps, generator):
                 sums = dict.fromkeys(("category", "words", "price"), 0.0)
                 for batch in epoch:
-                    images = x[batch]
-                    if config.flip:
-                        mirror = torch.rand(len(batch), generator=generator) < 0.5
-                        images = torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images)
-                    pooled = pooled_features(model, images.to(device, dtype))
+                    mirrored = torch.rand(len(batch), generator=generator) < (0.5 if config.flip else 0.0)
+                    pooled = pooled_features(model, pictures.batch(batch, mirrored, device, dtype), len(batch))
                     parts = {
                         "category": F.cross_entropy(heads["category"](pooled), targets.category[batch].to(device)),
                         "words": WORDS_WEIGHT * F.binary_cross_entropy_with_logits(

@@ -219,7 +219,7 @@ def test_resume_falls_back_from_a_damaged_checkpoint(capsys, tmp_path, damaged):
 def _quick_toml(tmp_path: Path, **settings) -> Path:
     """The CLI equivalent of ``tiny_config``'s settings, plus ``settings``."""
     lines = ['model = "tiny"', "batch_size = 8", "num_workers = 0", "no_wandb = true", "max_new_tokens = 8",
-             "tokenizer_vocab_size = 512", "log_every = 1"]
+             "tokenizer_vocab_size = 512", "log_every = 1", "vision_warmup_epochs = 0"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     path = tmp_path / "resume.toml"
     path.write_text("\n".join(lines) + "\n")

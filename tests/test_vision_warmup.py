@@ -125,16 +125,41 @@ def test_defaults_and_bad_values(tmp_path):
         FinetuneConfig(dataset=str(tmp_path), model="tiny", vision_warmup_epochs=-1.0).validate()
 
 
-def test_images_of_varying_size_are_refused_in_one_line():
-    class Dynamic:   # a dynamic-resolution processor's outputs (Qwen2-VL: patches and their grid)
-        size = {"shortest_edge": 28}
+@pytest.mark.parametrize("twin", ["tiny-qwen2.5-vl", "tiny-smolvlm"])
+def test_processors_with_more_than_pixels_warm_up_too(twin):
+    # Qwen2.5-VL gives flat patches with image_grid_thw, Idefics3 crops with pixel_attention_mask: each
+    # picture is processed alone, and a batch is their outputs joined as the processor would join them.
+    from finetune.builtins import special_tokens
+    from finetune.data import answer_text
+    from finetune.tokenizer import train_tokenizer
 
-        def __call__(self, images, return_tensors):
-            return {"pixel_values": torch.zeros(4 * len(images), 1176), "image_grid_thw": torch.ones(len(images), 3)}
+    split = fx.make_dataset(n_train=16, n_test=1)["train"]
+    tokenizer = train_tokenizer([answer_text(r) for r in split], vocab_size=400,
+                                extra_special_tokens=special_tokens(twin))
+    loaded = build_builtin(twin, tokenizer, seed=0)
+    pictures = vision_warmup.Pictures(split, loaded.processor.image_processor, mirror=True)
+    assert not pictures.fixed
+    rows, mirrored = torch.tensor([0, 1, 2]), torch.tensor([False, True, False])
+    images = [fx_image(split, 0), fx_image(split, 1, mirror=True), fx_image(split, 2)]
+    if twin == "tiny-smolvlm":   # Idefics3 takes a list of pictures a sample; one picture a sample here
+        images = [[image] for image in images]
+    together = loaded.processor.image_processor(images=images, return_tensors="pt")
+    batch = pictures.batch(rows, mirrored, torch.device("cpu"), torch.float32)
+    assert all(torch.equal(batch[k], together[k].to(batch[k].dtype)) for k in batch), list(batch)
+    before = {k: v.clone() for k, v in vision_warmup.vision_state(loaded.model).items()}
+    history = vision_warmup.warm_up(loaded.model, loaded.processor.image_processor, split,
+                                    vision_warmup.WarmupConfig(epochs=2, batch_size=8), console=QUIET)
+    assert len(history) == 2 and all(math.isfinite(v) for v in history[-1].values())
+    assert any(not torch.equal(v, before[k]) for k, v in vision_warmup.vision_state(loaded.model).items())
 
-    split = fx.make_dataset(n_train=2, n_test=1)["train"]
-    with pytest.raises(FinetuneError, match="one fixed size.*--vision-warmup-epochs 0"):
-        vision_warmup.pixels(split, Dynamic())
+
+def fx_image(split, row: int, mirror: bool = False):
+    from PIL import Image
+
+    from finetune.data import IMAGE_COLUMN, decode_image
+
+    image = decode_image(split[row][IMAGE_COLUMN])
+    return image.transpose(Image.FLIP_LEFT_RIGHT) if mirror else image
 
 
 def test_a_new_run_does_not_read_a_warm_up_it_finds(tmp_path):
