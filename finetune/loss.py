@@ -13,6 +13,7 @@ fused cross-entropy.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -143,10 +144,45 @@ def compute_loss(model, batch: dict, *, kind: str = "answer", num_items: int | N
     return LossOutput(plain_loss(model, batch, num_items=num_items), tokens)
 
 
+def forward_inputs(batch: dict) -> dict:
+    """The batch's model inputs (``model_inputs``) with a copy of ``input_ids``, so that a forward leaves
+    the batch as it was.
+
+    Phi-3-vision's remote code clamps the ``input_ids`` it is given in place (its image placeholders are
+    negative ids, and its image embedding writes them over with 0): a batch handed to it a second time
+    (the multi-process stand-in batch, run whenever a process has no rows of its own; a check that
+    computes two losses of one batch) would have lost its images. An integer ``[batch, seq]`` copy costs
+    nothing beside the forward, and no host sync.
+    """
+    inputs = model_inputs(batch)
+    if isinstance(inputs.get("input_ids"), torch.Tensor):
+        inputs["input_ids"] = inputs["input_ids"].clone()
+    return inputs
+
+
 def plain_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Tensor:
-    """The model's own loss: logits at every position, then the shifted cross-entropy."""
-    out = model(**model_inputs(batch), labels=batch["labels"], num_items_in_batch=num_items)
-    return out.loss
+    """The model's own loss: logits at every position, then the shifted cross-entropy.
+
+    transformers' models take ``num_items_in_batch`` and return the sum over the answer tokens divided
+    by it. A remote-code model whose forward names its arguments and takes no ``**kwargs`` (Phi-3-vision's:
+    ``input_ids, attention_mask, ..., pixel_values, image_sizes, labels``) would raise a TypeError on it;
+    it gets none, and its own mean over this batch's label tokens is turned into the same sum / ``num_items``.
+    """
+    labels = batch["labels"]
+    if takes_num_items(model):
+        return model(**forward_inputs(batch), labels=labels, num_items_in_batch=num_items).loss
+    mean = model(**forward_inputs(batch), labels=labels).loss
+    if num_items is None:
+        return mean
+    # Counted on the device: reading it on the host would make the step wait for the GPU.
+    return mean * (labels[:, 1:] != IGNORE_INDEX).sum() / num_items
+
+
+def takes_num_items(model) -> bool:
+    """Whether the model's forward (under any peft wrapping) takes ``num_items_in_batch``, by name or in
+    ``**kwargs`` (peft passes its own keywords on to the model it wraps)."""
+    params = inspect.signature(core_model(model).forward).parameters.values()
+    return any(p.name == "num_items_in_batch" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def answer_loss(model, batch: dict, *, num_items: int | None = None,
@@ -158,7 +194,7 @@ def answer_loss(model, batch: dict, *, num_items: int | None = None,
         index = answer_index(labels)
     rows = rows_of(batch) if cache is not None else None
     with answer_positions(model, index):
-        hidden = backbone_hidden_states(model, model_inputs(batch), cache=cache, rows=rows)
+        hidden = backbone_hidden_states(model, forward_inputs(batch), cache=cache, rows=rows)
     # Position t predicts token t+1, the next flat position of the same row.
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     logits = core_model(model).get_output_embeddings()(selected)

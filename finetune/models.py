@@ -46,6 +46,7 @@ def load_pretrained(name_or_path: str, *, trust_remote_code: bool = False, dtype
         processor = _load_processor(name_or_path, model_type, {**common, **remote})
     except (OSError, ValueError) as e:
         raise FinetuneError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
+    _complete_processor(processor)
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
         raise FinetuneError(
             f"model {name_or_path!r} has no image processor (its processor is {type(processor).__name__}); "
@@ -112,6 +113,20 @@ def _load_processor(name_or_path: str, model_type: str, kwargs: dict):
         if fallback is None:
             raise
         return fallback(name_or_path, kwargs)
+
+
+def _complete_processor(processor) -> None:
+    """Give a processor what ``ProcessorMixin.__init__`` sets, where its own ``__init__`` skipped it.
+
+    Phi-3-vision's remote ``Phi3VProcessor.__init__`` sets its image processor and tokenizer itself and
+    never calls ``ProcessorMixin.__init__``, so it has no ``chat_template`` (it has none to give), and
+    transformers 5's ``save_pretrained``, which reads it, raised AttributeError when the run saved its
+    final model (and when ``run-finetune export`` wrote its copy).
+    """
+    from transformers import ProcessorMixin
+
+    if isinstance(processor, ProcessorMixin) and "chat_template" not in vars(processor):
+        processor.chat_template = None
 
 
 def check_model(name: str, *, trust_remote_code: bool = False) -> dict:
@@ -259,6 +274,40 @@ def language_linear_names(model) -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def reshare_modules_to_save(peft_model) -> int:
+    """Point peft's trained copies of whole modules back at the submodules they share with the rest of
+    the model; returns how many were re-shared.
+
+    LoRA trains a module in full (``modules_to_save``: the vision side under --train-vision) through a
+    deep copy of it. A submodule the model also uses elsewhere is copied with it and trained as a second,
+    separate one. Phi-3-vision's image embedding (``vision_embed_tokens``) holds the decoder's token
+    embedding as its ``wte``: the copy trained in full and embedded every training sequence (they come
+    with pixels), while generation embedded each new token with the decoder's own, still frozen one.
+    Re-shared, the copy uses the model's one embedding, which stays as LoRA leaves it.
+    """
+    from peft.utils import ModulesToSaveWrapper
+
+    outside: set[int] = set()
+
+    def walk(module) -> None:   # what the model reaches without going through a wrapper
+        outside.add(id(module))
+        for child in module.children():
+            if not isinstance(child, ModulesToSaveWrapper):
+                walk(child)
+
+    walk(peft_model)
+    shared = 0
+    for wrapper in [m for m in peft_model.modules() if isinstance(m, ModulesToSaveWrapper)]:
+        for name, sub in wrapper.original_module.named_modules(remove_duplicate=False):
+            if not name or id(sub) not in outside:
+                continue
+            parent, _, leaf = name.rpartition(".")
+            for copy in wrapper.modules_to_save.values():
+                setattr(copy.get_submodule(parent) if parent else copy, leaf, sub)
+                shared += 1
+    return shared
 
 
 def count_parameters(model) -> int:

@@ -498,6 +498,7 @@ def prepare_model(loaded: LoadedModel, cfg: FinetuneConfig):
             modules_to_save=in_full or None,
         )
         model = get_peft_model(model, lora)
+        models_mod.reshare_modules_to_save(model)   # Phi-3-vision's image embedding holds the token embedding
     else:
         for name, param in model.named_parameters():
             in_vision = any(name == v or name.startswith(v + ".") for v in vision)
