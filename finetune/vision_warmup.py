@@ -38,6 +38,7 @@ WEIGHTS = "vision_warmup.safetensors"
 # The words' loss is a mean over a vocabulary of a few hundred binary targets, most of them 0: scaled
 # so that it weighs about as much as the category's cross-entropy.
 WORDS_WEIGHT = 10.0
+CHUNK = 256   # pictures decoded and processed together
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class WarmupConfig:
     # Mirror half the pictures: every label of the catalogue survives a mirror (bench/probe.py: +1.5
     # points of category3).
     flip: bool = True
+    # Read the tower's own features (pooled), not the projector's: the projector then learns in the
+    # fine-tune what the decoder needs of each token.
+    tower: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,15 @@ class Targets:
                    categories=len(categories), vocabulary=len(vocabulary))
 
 
-def pooled_features(model, inputs: dict[str, torch.Tensor], images: int) -> torch.Tensor:
-    """The image features the decoder reads (tower, then projector: the family's ``get_image_features``),
-    averaged over each image's tokens: [images, hidden] in float32."""
+def pooled_features(model, inputs: dict[str, torch.Tensor], images: int, *, tower: bool = True) -> torch.Tensor:
+    """An image's features averaged over its tokens, [images, hidden] in float32, from the family's
+    ``get_image_features``: the tower's own output where it keeps one row of tokens (or one feature
+    map) an image and ``tower`` is set, else what the decoder reads (after the projector)."""
     out = core_model(model).get_image_features(**inputs)
+    hidden = getattr(out, "last_hidden_state", None)
+    if tower and isinstance(hidden, torch.Tensor) and hidden.shape[0] == images and hidden.dim() in (3, 4):
+        # [images, channels, h, w] (a conv tower's map) or [images, tokens, hidden] (a ViT's)
+        return hidden.float().mean(dim=(2, 3)) if hidden.dim() == 4 else hidden.float().mean(dim=1)
     features = getattr(out, "pooler_output", out)
     # A tensor [images, tokens, hidden] (Llava, FastVLM, Gemma 3), or one [tokens, hidden] an image
     # (Qwen2-VL's split by image_grid_thw; Idefics3's a row, one image a row here).
@@ -105,20 +114,31 @@ class Pictures:
     """
 
     def __init__(self, split, image_processor, *, mirror: bool):
-        images = [decode_image(v) for v in split[IMAGE_COLUMN]]
-        side = next((im.size for im in images if im is not None), (64, 64))
-        images = [im or Image.new("RGB", side, "white") for im in images]   # an unreadable picture: white
-        together = image_processor(images=images[:2], return_tensors="pt")
+        self.rows = len(split)
+        first = [self._image(split, 0)] * 2
+        together = image_processor(images=first, return_tensors="pt")
         self.fixed = set(together.keys()) == {"pixel_values"} and together["pixel_values"].dim() == 4
+        # A chunk of pictures at a time: the catalogue's 336 px pictures, all decoded at once, and the
+        # processor's float copies of them took 2.9 GB where the fine-tune itself needs 0.6.
+        chunks = [range(i, min(i + CHUNK, self.rows)) for i in range(0, self.rows, CHUNK)]
         if self.fixed:
-            self.tensor = image_processor(images=images, return_tensors="pt")["pixel_values"]
-        else:
-            one = [image_processor(images=[im], return_tensors="pt") for im in images]
-            flipped = [image_processor(images=[im.transpose(Image.FLIP_LEFT_RIGHT)], return_tensors="pt")
-                       for im in images] if mirror else one
-            self.each = [[{k: v for k, v in d.items() if isinstance(v, torch.Tensor)} for d in ds]
-                         for ds in (one, flipped)]
-        self.rows = len(images)
+            self.tensor = torch.cat([image_processor(images=[self._image(split, r) for r in rows],
+                                                     return_tensors="pt")["pixel_values"] for rows in chunks])
+            return
+        self.each: list[list[dict[str, torch.Tensor]]] = [[], []]
+        for r in range(self.rows):
+            image = self._image(split, r)
+            views = (image, image.transpose(Image.FLIP_LEFT_RIGHT)) if mirror else (image,)
+            for kept, view in zip(self.each, views):
+                out = image_processor(images=[view], return_tensors="pt")
+                kept.append({k: v for k, v in out.items() if isinstance(v, torch.Tensor)})
+        if not mirror:
+            self.each[1] = self.each[0]
+
+    @staticmethod
+    def _image(split, row: int) -> Image.Image:
+        """A row's picture; an unreadable one is a white square."""
+        return decode_image(split[row][IMAGE_COLUMN]) or Image.new("RGB", (64, 64), "white")
 
     def batch(self, rows: torch.Tensor, mirrored: torch.Tensor, device, dtype) -> dict[str, torch.Tensor]:
         if self.fixed:
@@ -149,7 +169,8 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
         core.eval()   # one picture to learn the features' width: BatchNorm's running statistics stay as they are
         with torch.no_grad():
             first = torch.zeros(1, dtype=torch.long)
-            width = pooled_features(model, pictures.batch(first, first.bool(), device, dtype), 1).shape[-1]
+            width = pooled_features(model, pictures.batch(first, first.bool(), device, dtype), 1,
+                                    tower=config.tower).shape[-1]
         heads = torch.nn.ModuleDict({"category": torch.nn.Linear(width, targets.categories),
                                      "words": torch.nn.Linear(width, targets.vocabulary),
                                      "price": torch.nn.Linear(width, 1)}).to(device)
@@ -167,7 +188,8 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
                 sums = dict.fromkeys(("category", "words", "price"), 0.0)
                 for batch in epoch:
                     mirrored = torch.rand(len(batch), generator=generator) < (0.5 if config.flip else 0.0)
-                    pooled = pooled_features(model, pictures.batch(batch, mirrored, device, dtype), len(batch))
+                    pooled = pooled_features(model, pictures.batch(batch, mirrored, device, dtype), len(batch),
+                                             tower=config.tower)
                     parts = {
                         "category": F.cross_entropy(heads["category"](pooled), targets.category[batch].to(device)),
                         "words": WORDS_WEIGHT * F.binary_cross_entropy_with_logits(

@@ -67,10 +67,21 @@ def test_warm_up_teaches_the_vision_side_alone_and_deterministically():
     after = loaded.model.state_dict()
     moved = {k for k in after if not torch.equal(after[k], before[k])}
     assert moved and all(_is_vision(k, vision) for k in moved), sorted(moved)[:5]
-    assert any("vision_tower" in k for k in moved) and any("multi_modal_projector" in k for k in moved)
+    # The tower's own features are read: the projector is left for the fine-tune.
+    assert any("vision_tower" in k for k in moved) and not any("multi_modal_projector" in k for k in moved)
     # Same seed, same weights; requires_grad as it was.
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in after.items())
     assert all(p.requires_grad for p in loaded.model.parameters())
+
+
+def test_reading_the_projected_features_trains_the_projector_too():
+    split = fx.make_dataset(n_train=16, n_test=1)["train"]
+    loaded = _tiny()
+    before = {k: v.clone() for k, v in vision_warmup.vision_state(loaded.model).items()}
+    vision_warmup.warm_up(loaded.model, loaded.processor.image_processor, split,
+                          vision_warmup.WarmupConfig(epochs=1, tower=False), console=QUIET)
+    moved = {k for k, v in vision_warmup.vision_state(loaded.model).items() if not torch.equal(v, before[k])}
+    assert any("vision_tower" in k for k in moved) and any("multi_modal_projector" in k for k in moved)
 
 
 def test_a_frozen_vision_side_is_warmed_and_stays_frozen():
