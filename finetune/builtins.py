@@ -114,7 +114,8 @@ class BuiltinSpec:
     answer_noise: float = 0.0
     # Passes over the training images the vision side first trains as a classifier of the answers
     # (finetune/vision_warmup.py) when the run does not set --vision-warmup-epochs. A random tower
-    # learns to see far faster than through the decoder: tiny's category3 77.3 -> 93.4 %.
+    # learns to see far faster than through the decoder. Plain run-finetune with tiny on the default
+    # catalogue (CPU): category3 77.3 % without, 89.8 % after 18 passes, 94.7 % after 36 (+50 s).
     vision_warmup_epochs: float = 0.0
 
     @property
@@ -139,7 +140,7 @@ BUILTIN_MODELS: dict[str, BuiltinSpec] = {
     "tiny": BuiltinSpec(
         image_size=64, tower=ConvTower(), **_TINY_DECODER,
         train_vision=True, train_embeddings=True, default_lr=2e-3, default_method="full", full_lr=5e-4,
-        default_epochs=18, cuda_bf16=False, answer_noise=0.15, vision_warmup_epochs=18,
+        default_epochs=18, cuda_bf16=False, answer_noise=0.15, vision_warmup_epochs=36,
     ),
     # The same decoder behind a 2-layer CLIP ViT, as a Llava model: the CPU twin of phi3v-shape's
     # architecture, where every speed lever applies. It learns to see far more slowly than tiny.
@@ -203,8 +204,8 @@ def default_answer_noise(name: str) -> float:
 
 
 def default_vision_warmup_epochs(name: str) -> float:
-    """The --vision-warmup-epochs of a run that does not set it: the model's, else 0 (a pretrained tower sees)."""
-    spec = BUILTIN_MODELS.get(name)
+    """The --vision-warmup-epochs of a run that does not set it: the built-in's, else 0 (a pretrained tower sees)."""
+    spec = _defaults(name)
     return spec.vision_warmup_epochs if spec is not None else 0.0
 
 

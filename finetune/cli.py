@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "while training (labels stay true); default 0.15 for tiny, else 0")
     p.add_argument("--vision-warmup-epochs", type=_number("--vision-warmup-epochs", float, 0), metavar="N",
                    help="passes over the training images the vision side first trains as a classifier of the "
-                        "answers (category, title words, price) before the fine-tune; default 18 for tiny, else 0")
+                        "answers (category, title words, price) before the fine-tune; default 36 for tiny, else 0")
     p.add_argument("--max-image-tokens", type=_number("--max-image-tokens", int, 1), metavar="N",
                    help="the most tokens one image may take: lowers the image size of dynamic-resolution models "
                         "(Qwen2-VL max_pixels, LLaVA-NeXT anyres grids, Idefics3/SmolVLM longest_edge); "

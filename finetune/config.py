@@ -62,8 +62,8 @@ class FinetuneConfig:
     # picture. None: the model's default (0.15 for tiny, else 0).
     answer_noise: float | None = None
     # Passes over the training images the vision side first trains as a classifier of the answers'
-    # category, title words and price (finetune/vision_warmup.py). None: the model's default (18 for
-    # tiny, whose tower starts random; else 0).
+    # category, title words and price (finetune/vision_warmup.py). None: the model's default (36 for
+    # tiny and the built-ins whose towers start random; else 0).
     vision_warmup_epochs: float | None = None
     # The most tokens one image may take: dynamic-resolution families (Qwen2-VL, LLaVA-NeXT, Idefics3)
     # get their processor's image size lowered to fit (finetune/image_budget.py). None: the model's own.

@@ -66,6 +66,8 @@ class Twin:
     default_method: str = "full"
     full_lr: float | None = 5e-4
     default_epochs: float = 6.0
+    # As tiny: the random tower first learns to read the answers (finetune/vision_warmup.py).
+    vision_warmup_epochs: float = 18.0
 
 
 def _text(tokenizer, **kw) -> dict:

@@ -129,7 +129,7 @@ def test_no_warm_up_writes_nothing(tmp_path):
 
 
 def test_defaults_and_bad_values(tmp_path):
-    assert FinetuneConfig(dataset=str(tmp_path), model="tiny").validate().vision_warmup_epochs == 18
+    assert FinetuneConfig(dataset=str(tmp_path), model="tiny").validate().vision_warmup_epochs == 36
     assert FinetuneConfig(dataset=str(tmp_path), model="tiny-llava").validate().vision_warmup_epochs == 0
     assert FinetuneConfig(dataset=str(tmp_path), model=str(tmp_path)).validate().vision_warmup_epochs == 0
     with pytest.raises(FinetuneError, match="--vision-warmup-epochs must be"):
