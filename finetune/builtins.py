@@ -144,6 +144,14 @@ BUILTIN_MODELS: dict[str, BuiltinSpec] = {
     ),
     # The same decoder behind a 2-layer CLIP ViT, as a Llava model: the CPU twin of phi3v-shape's
     # architecture, where every speed lever applies. It learns to see far more slowly than tiny.
+    # The GPU-sized learner: tiny's recipe with a wider tower (48-96-192) and a 4-layer, 256-wide decoder,
+    # still random and offline. Too slow for the 2-core CPU's budget; on a GPU it trains in minutes.
+    "small": BuiltinSpec(
+        image_size=64, tower=ConvTower(embedding=48, widths=(48, 96, 192)),
+        text_hidden=256, text_layers=4, text_heads=8, text_intermediate=512, vocab_size=None, max_positions=512,
+        train_vision=True, train_embeddings=True, default_lr=2e-3, default_method="full", full_lr=5e-4,
+        default_epochs=18, cuda_bf16=False, answer_noise=0.15, vision_warmup_epochs=36,
+    ),
     "tiny-llava": BuiltinSpec(
         # 16 px patches, 4 x 4 of them: on generated catalogues this learns the category about twice
         # as fast per sample as 8 px patches (64 tokens), and each sample costs half as much. With two

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "lists the built-in models.")
     p.add_argument("--config", type=path_arg("--config"), metavar="FILE", help="settings from a .toml or .yaml file; flags override them")
     p.add_argument("--dataset", metavar="DIR_OR_REPO", help="a gen-samples folder, a saved dataset or a Hub dataset id")
-    p.add_argument("--model", help="tiny | tiny-llava | phi3v-shape | tiny-qwen2.5-vl | tiny-gemma3 | tiny-smolvlm "
+    p.add_argument("--model", help="tiny | small | tiny-llava | phi3v-shape | tiny-qwen2.5-vl | tiny-gemma3 | tiny-smolvlm "
                                    "(built-in, random weights: --list-models) | a local path | a cached Hub id")
     p.add_argument("--method", choices=("lora", "full"), help="LoRA adapters (default) or full fine-tuning")
     p.add_argument("--epochs", type=_number("--epochs", float, 0, strict=True))

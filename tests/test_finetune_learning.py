@@ -5,11 +5,12 @@ The prompt is the same for every row, so whatever the model gets right beyond th
 the image. The generator draws category3 as a silhouette with a random colour, material and pattern
 (generator/render/); generator/limits/ says a perfect reader scores category3 98-99 %, category2 100 %.
 
-Budget: 6 epochs instead of the default's 18 (about 80 s of training on this suite's 2-core CPU).
-Measured with these settings on the default catalogue (seed 21): the built-in tiny (FastVLM, ResNet
-tower) reached category3 49.7 %, category2 60.9 %, parse rate 100 %; at the default 18 epochs 76.6 % /
-83.9 %. The former Llava tiny (CLIP tower, now tiny-llava) reached 21 % / 30 % at 6 epochs, which the
-assertions below would fail. Seeds are fixed; what varies between machines is the order of float sums.
+Budget: 6 epochs instead of the default's 18 (the default 36-pass vision warm-up included: about 160 s
+on this suite's 2-core CPU). Measured with these settings on a 3,000-row catalogue (seed 0): category3
+94.0 %, category2 96.0 %, parse rate 100 %; the plain default run on the 3,040-row catalogue reaches
+94.7 % / 98.0 % (README). Before the warm-up, these settings gave 49.7 % / 60.9 % (seed-21 catalogue),
+and the former Llava tiny (CLIP tower, now tiny-llava) 21 % / 30 %. Seeds are fixed; what varies between
+machines is the order of float sums.
 """
 from __future__ import annotations
 
@@ -61,5 +62,42 @@ def test_tiny_learns_the_category_from_generated_images(tmp_path, capsys, record
     print(json.dumps(summary))
 
     assert metrics["n_test"] == ROWS // 10 and model["parse_rate"] >= 0.99, summary
-    assert model["category2_accuracy"] >= majority["category2_accuracy"] + 0.35, summary
-    assert model["category3_accuracy"] >= majority["category3_accuracy"] + 0.30, summary
+    # Issue 18's targets for the plain run, reached here on a third of its budget.
+    assert model["category3_accuracy"] >= 0.85, summary
+    assert model["category2_accuracy"] >= 0.95, summary
+
+
+TWIN_ROWS = 3000     # 2,700 train / 300 test rows
+TWIN_EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def twin_catalogue(tmp_path_factory):
+    from generator.api import GenerateConfig, generate_to_dir
+
+    return generate_to_dir(GenerateConfig(rows=TWIN_ROWS, seed=0, image_size=IMAGE_SIZE),
+                           tmp_path_factory.mktemp("twins") / "catalogue")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", ["tiny-gemma3", "tiny-smolvlm", "tiny-qwen2.5-vl"])
+def test_each_twin_learns_the_category(twin, twin_catalogue, tmp_path, capsys, record_property):
+    """The families' CPU twins (random ViT towers, their own classes and processors) read category2 far
+    above the majority baseline with their defaults (vision warm-up included), on a smaller budget than
+    the plain run's (README: the default run on the 3,040-row catalogue, under 5 minutes each)."""
+    out = tmp_path / "run"
+    code = cli.main(["--model", twin, "--dataset", str(twin_catalogue), "--epochs", str(TWIN_EPOCHS), "--seed", "0",
+                     "--save-every", "0", "--num-workers", "0", "--no-wandb", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    model, majority = metrics["model"], metrics["baselines"]["majority_category"]
+    summary = {k: model[k] for k in ("category2_accuracy", "category3_accuracy", "parse_rate")}
+    summary["category2_majority"] = majority["category2_accuracy"]
+    for key, value in summary.items():
+        record_property(key, value)
+    print(twin, json.dumps(summary))
+    assert model["parse_rate"] >= 0.95, summary
+    # Measured here (3,000 rows, 3 epochs): category2 29 % (smolvlm), 37 % (qwen2.5-vl) against 18 %
+    # majority: 5 and 8 standard errors above it; the default run on 3,040 rows: 45-66 % (README).
+    assert model["category2_accuracy"] >= majority["category2_accuracy"] + 0.08, summary

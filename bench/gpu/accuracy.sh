@@ -20,7 +20,7 @@ run() {  # name, extra flags
 }
 run default & run variant ${RUN2:---answer-noise 0} & wait
 grep -hE "Elapsed|Maximum resident" "$OUT/default.log" "$OUT/variant.log"
-timeout 240 python3 -m pytest tests/test_finetune_paths_agree.py tests/test_finetune_loss.py tests/test_feature_cache.py \
+timeout ${T_TESTS:-240} python3 -m pytest tests/test_finetune_paths_agree.py tests/test_finetune_loss.py tests/test_feature_cache.py \
   -q -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/tests.txt"
 for m in default variant; do python3 -c "
 import json, sys; m = json.load(open('$OUT/${m}_metrics.json'))['model']
