@@ -5,7 +5,7 @@ Each point is a whole ``finetune.train.train`` run for a number of epochs (the S
 picks that budget gets), then the evaluation on the test split: category accuracy, parse rate,
 price MAE and title F1 beside the majority-category and median-price baselines of the same rows.
 ``train_seconds`` is the loop's own time (optimizer steps, data included; evaluation and saving left
-out), ``wall_s`` the whole call. The dataset (``accuracy_dir``) is generated with seed 0, so runs on
+out) plus the vision warm-up before it, ``wall_s`` the whole call. The dataset (``accuracy_dir``) is generated with seed 0, so runs on
 different machines see the same rows.
 """
 from __future__ import annotations
@@ -54,7 +54,8 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
     m, b = result.metrics["model"], result.metrics["baselines"]
     figures = {
         "epochs": epochs, "steps": result.steps, "samples_seen": result.samples_seen,
-        "train_seconds": result.train_seconds, "wall_s": wall, "samples_per_s": result.samples_per_second,
+        "train_seconds": result.train_seconds + result.metrics["train"]["vision_warmup_seconds"],
+        "vision_warmup_seconds": result.metrics["train"]["vision_warmup_seconds"], "wall_s": wall, "samples_per_s": result.samples_per_second,
         "final_loss": result.final_loss, "n_test": result.metrics["n_test"],
         "category3_accuracy": m["category3_accuracy"], "category2_accuracy": m["category2_accuracy"],
         "parse_rate": m["parse_rate"], "price_mae": _finite(m["price_mae"]), "price_mae_all": m["price_mae_all"],
@@ -70,7 +71,7 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
         "limit_category2_accuracy": result.metrics.get("limits", {}).get("category2_accuracy"),
         "limit_price_mape": result.metrics.get("limits", {}).get("price_mape"),
         "fraction_of_limit_category3": result.metrics.get("fraction_of_limit", {}).get("category3_accuracy"),
-        "dataset_rows": scale.accuracy_rows, "image_size": 128, "batch_size": config.batch_size,
+        "dataset_rows": scale.accuracy_rows, "image_size": 336, "batch_size": config.batch_size,
         "method": config.method, "lr": config.lr,
         "num_workers": _loader_workers(config), "max_new_tokens": config.max_new_tokens, "model": MODEL,
         "peak_memory_gib": round(result.peak_memory_gib, 3) if result.peak_memory_gib is not None else None,
@@ -86,6 +87,16 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
                    headline_=measure.headline("category3 accuracy", m["category3_accuracy"], ""),
                    comparisons=comparisons, **figures)
     assert result.steps > 0 and 0 <= m["category3_accuracy"] <= 1
+    if scale.measuring and epochs == config_default_epochs():
+        # Issue 18's targets at the default budget (plain run-finetune): the price MAPE's (1.3x the limit)
+        # is not reached, and not asserted (README).
+        assert m["category3_accuracy"] >= 0.85 and m["category2_accuracy"] >= 0.95 and m["parse_rate"] >= 0.99, m
+
+
+def config_default_epochs() -> float:
+    from finetune.builtins import default_epochs
+
+    return default_epochs(MODEL)
 
 
 def _loader_workers(config) -> int | None:

@@ -143,6 +143,7 @@ class Recipe:
         if not dist.is_main:
             distributed.barrier(dist)  # rank 0 trains and saves the tokenizer; the others load it
         self.loaded = load_model(cfg, self.splits, out, self.device, torch.bfloat16 if self.bf16 else torch.float32)
+        self.warmup_seconds = 0.0   # rank 0's, when it warms the vision side up (not when it loads the run's)
         if dist.is_main:
             self._warm_up_vision()
             distributed.barrier(dist)
@@ -176,9 +177,11 @@ class Recipe:
             return
         if self.checkpoint is not None and vision_warmup.load(model, self.out):
             return
+        t0 = time.perf_counter()
         history = vision_warmup.warm_up(model, self.loaded.processor.image_processor, self.splits["train"],
                                        vision_warmup.WarmupConfig(epochs=cfg.vision_warmup_epochs, seed=cfg.seed),
                                        console=self.console)
+        self.warmup_seconds = time.perf_counter() - t0
         self.out.mkdir(parents=True, exist_ok=True)
         vision_warmup.save(model, self.out)
         said = ", ".join(f"{k} {v:.3f}" for k, v in history[-1].items())
@@ -384,6 +387,8 @@ class Recipe:
                 "final_grad_norm": state.last_grad_norm,
                 "samples_per_s": samples / clock.seconds if clock.seconds else None,
                 "skipped_rows": state.skipped, "processes": self.dist.world, "fsdp": self.fsdp,
+                # The vision warm-up before the loop (0 when resumed: the run folder's weights were loaded).
+                "vision_warmup_seconds": self.warmup_seconds,
                 "steady_samples_per_s": clock.steady(samples),
                 # Rank 0's cache: how much of this run skipped the vision tower.
                 "image_feature_cache": None if cache is None else {

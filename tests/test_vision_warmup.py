@@ -114,6 +114,8 @@ def test_a_run_saves_its_warm_up_and_a_resume_continues_from_it(tmp_path, monkey
     monkeypatch.setattr(vision_warmup, "warm_up", no_second_warm_up)
     resumed = train(fx.tiny_config(data, out, resume=True, **settings))
     assert resumed.resumed_from == 2
+    # The warm-up's time is reported beside the loop's; the resumed run spent none on it.
+    assert straight.metrics["train"]["vision_warmup_seconds"] > 0 == resumed.metrics["train"]["vision_warmup_seconds"]
     expected, got = fx.checkpoint_weights(tmp_path / "straight", 4), fx.checkpoint_weights(out, 4)
     assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
     assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
