@@ -188,48 +188,42 @@ def special_tokens(name: str) -> dict[str, str] | None:
     return dict(TWINS[name].tokens) if name in TWINS else None
 
 
-def _defaults(name: str):
-    """What holds a built-in's defaults (a BuiltinSpec or a twin), or None for a real model."""
-    return BUILTIN_MODELS.get(name) or TWINS.get(name)
+def _default(name: str, setting: str, fallback):
+    """A built-in's default for ``setting`` (a field of its BuiltinSpec or Twin), else ``fallback``: what a
+    real (pretrained) model gets, and a twin where its Twin has no such field."""
+    return getattr(BUILTIN_MODELS.get(name) or TWINS.get(name), setting, fallback)
 
 
 def default_method(name: str) -> str:
     """lora, except where a built-in model learns better in full (the random tiny models)."""
-    spec = _defaults(name)
-    return spec.default_method if spec is not None else "lora"
+    return _default(name, "default_method", "lora")
 
 
 def default_epochs(name: str) -> float:
     """The epochs of a run that gives neither --epochs nor --max-steps."""
-    spec = _defaults(name)
-    return spec.default_epochs if spec is not None else DEFAULT_EPOCHS
+    return _default(name, "default_epochs", DEFAULT_EPOCHS)
 
 
 def default_answer_noise(name: str) -> float:
     """The --answer-noise of a run that does not set it: the model's (``BuiltinSpec.answer_noise``), else 0."""
-    spec = BUILTIN_MODELS.get(name)
-    return spec.answer_noise if spec is not None else 0.0
+    return _default(name, "answer_noise", 0.0)
 
 
 def default_vision_warmup_epochs(name: str) -> float:
     """The --vision-warmup-epochs of a run that does not set it: the built-in's, else 0 (a pretrained tower sees)."""
-    spec = _defaults(name)
-    return spec.vision_warmup_epochs if spec is not None else 0.0
+    return _default(name, "vision_warmup_epochs", 0.0)
 
 
 def default_bf16(name: str, device_type: str) -> bool:
     """Whether a run that does not set bf16 trains in bf16: on CUDA, except the built-ins that train
     better in fp32 (``BuiltinSpec.cuda_bf16``)."""
-    spec = BUILTIN_MODELS.get(name)
-    return device_type == "cuda" and (spec is None or spec.cuda_bf16)
+    return device_type == "cuda" and _default(name, "cuda_bf16", True)
 
 
 def default_lr(name: str, method: str, fallback: float) -> float:
-    """The peak learning rate of a run that gives no --lr."""
-    spec = _defaults(name)
-    if spec is not None and method == "full" and spec.full_lr is not None:
-        return spec.full_lr
-    return fallback
+    """The peak learning rate of a run that gives no --lr: a built-in's ``full_lr`` under --method full."""
+    full_lr = _default(name, "full_lr", None)
+    return full_lr if method == "full" and full_lr is not None else fallback
 
 
 def builtin_config(name: str, tokenizer):

@@ -95,10 +95,9 @@ class FinetuneConfig:
     # there are several processes. LoRA always replicates.
     fsdp: bool | None = None
 
-    def validate(self) -> "FinetuneConfig":
-        # Types first: the range checks below compare numbers, and a config built in Python skips load_config.
-        for name, value in checked_types({f.name: getattr(self, f.name) for f in fields(self)}, "settings").items():
-            setattr(self, name, value)
+    def _model_defaults(self) -> list[str]:
+        """Fill the settings whose default is the model's (builtins: the random built-ins differ); the
+        problems with those given."""
         problems = []
         if self.method is None:
             self.method = default_method(self.model)
@@ -112,6 +111,13 @@ class FinetuneConfig:
             self.vision_warmup_epochs = default_vision_warmup_epochs(self.model)
         elif not 0 <= self.vision_warmup_epochs < math.inf:
             problems.append("--vision-warmup-epochs must be a number, at least 0 (0: no warm-up)")
+        return problems
+
+    def validate(self) -> "FinetuneConfig":
+        # Types first: the range checks below compare numbers, and a config built in Python skips load_config.
+        for name, value in checked_types({f.name: getattr(self, f.name) for f in fields(self)}, "settings").items():
+            setattr(self, name, value)
+        problems = self._model_defaults()
         if self.preset not in PRESETS:
             problems.append(f"--preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         else:
