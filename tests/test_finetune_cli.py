@@ -146,7 +146,7 @@ def test_unknown_model_names_the_alternatives(capsys, tmp_path, data, quick):
     code, err = run(capsys, "--config", quick, "--dataset", data, "--model", "no-such-model", "--out", tmp_path / "run")
     assert code == 2 and err.count("\n") == 1, err
     assert "unknown model 'no-such-model'" in err
-    assert "tiny, tiny-llava, phi3v-shape" in err and "local model directory" in err and "Hub model id" in err
+    assert "tiny, small, tiny-llava, phi3v-shape" in err and "local model directory" in err and "Hub model id" in err
     assert not (tmp_path / "run").exists()
 
 
