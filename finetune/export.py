@@ -149,11 +149,24 @@ def merged_model(run: Path, settings: dict):
     final, remote = run / "final", bool(settings.get("trust_remote_code"))
     if (final / "adapter" / "adapter_config.json").is_file():
         base = _load(models_mod.load_pretrained, settings["model"], "the run's base model", remote)
+        _same_image_budget(base, settings)
         model, report = merge_adapter(base.model, final / "adapter")
         return model, base.processor, report
     loaded = _load(models_mod.load_pretrained, str(final), "the run's final model", remote)
     check_plain(loaded.model)
     return loaded.model, loaded.processor, MergeReport(source="final")
+
+
+def _same_image_budget(loaded, settings: dict) -> None:
+    """The run's --max-image-tokens on the base model again, as the run set it before training: the
+    adapter's base is the model's own folder, whose processor (and LLaVA-NeXT's anyres grids in its
+    config) would otherwise give the merged model images at sizes the run never trained on."""
+    from . import data as data_mod
+    from . import image_budget
+
+    if settings.get("max_image_tokens"):
+        prompt = data_mod.build_prompt(loaded, settings.get("question") or "")
+        image_budget.apply_max_image_tokens(loaded, prompt, settings["max_image_tokens"])
 
 
 def _load(load, name: str, what: str, remote: bool):

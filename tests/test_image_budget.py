@@ -405,3 +405,22 @@ def test_a_grouped_run_resumes_exactly(data, models, tmp_path):
     straight = losses(tmp_path / "straight")
     assert len(straight) == 6 and len(set(straight)) == 6
     assert losses(tmp_path / "killed") == pytest.approx(straight, abs=1e-6)
+
+
+def test_the_export_of_a_capped_lora_run_keeps_its_image_budget(data, models, tmp_path):
+    """A LoRA run's adapter goes back on the base model for the export: the base's processor and (for
+    LLaVA-NeXT) config must take the run's --max-image-tokens again, or the merged model would see its
+    images at sizes training never saw."""
+    from finetune.export import export_run
+    from finetune.train import train
+
+    out = tmp_path / "run"
+    train(tiny_config(data, out, model=str(models("llava-next")), method="lora", batch_size=4, max_steps=1,
+                      max_eval_samples=2, max_new_tokens=4, max_image_tokens=14), console=_quiet())
+    trained = json.loads((out / "final" / "processor_config.json").read_text())["image_processor"]
+    base = json.loads((models("llava-next") / "processor_config.json").read_text())["image_processor"]
+    assert len(trained["image_grid_pinpoints"]) < len(base["image_grid_pinpoints"])   # the cap removed grids
+    merged = export_run(out, tmp_path / "merged", dtype="float32").out
+    exported = json.loads((merged / "processor_config.json").read_text())["image_processor"]
+    config = json.loads((merged / "config.json").read_text())
+    assert exported["image_grid_pinpoints"] == trained["image_grid_pinpoints"] == config["image_grid_pinpoints"]
