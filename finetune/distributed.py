@@ -180,6 +180,7 @@ class EveryRankSees(LossModule):
     """
 
     images: dict | None = None      # set_image_standin
+    image_ids: torch.Tensor | None = None   # its input_ids (Phi-4 writes the features at its image tokens)
     flags: object = None            # the process group of the flag exchange; None: no text-only rows
 
     def forward(self, batch: dict, num_items: int) -> torch.Tensor:
@@ -197,12 +198,27 @@ class EveryRankSees(LossModule):
         device = next(core.parameters()).device
         inputs = {k: v.to(device) for k, v in self.images.items()}
         with _no_running_stats(core):   # a BatchNorm tower (tiny's) must not learn running statistics from it
-            if family_of(core).llava_parts:
-                out = image_features(core.model, inputs["pixel_values"])
-            else:
-                out = core.model.get_image_features(**inputs)
+            out = _image_pass(core, inputs, self.image_ids.to(device))
         sums = [t.float().sum() for t in _tensors(out) if t.requires_grad]
         return torch.stack(sums).sum() if sums else None
+
+
+def _image_pass(core: nn.Module, inputs: dict, input_ids: torch.Tensor):
+    """The model's image path on a batch's image inputs, every parameter its own forward trains there.
+
+    Under FSDP the sets of parameters with a gradient must match between processes (each FSDP unit
+    reduce-scatters the gradients it has, flattened together), so this is the path the backbone's
+    forward takes, not just the tower."""
+    backbone, family = core.model, family_of(core)
+    if family.llava_parts:
+        return image_features(backbone, inputs["pixel_values"])
+    if hasattr(backbone, "get_image_features"):
+        return backbone.get_image_features(**inputs)
+    if family.image_pass is not None:   # Phi-4-multimodal's image embedding
+        return family.image_pass(backbone, inputs, input_ids)
+    raise FinetuneError(f"{type(backbone).__name__} has no get_image_features: a process whose micro-batch has "
+                        "no image cannot run its vision tower while others do; drop the text-only rows or "
+                        "train on one process")
 
 
 def _any_process(flag: bool, group) -> bool:
@@ -212,8 +228,13 @@ def _any_process(flag: bool, group) -> bool:
     return bool(t.item())
 
 
+# A batch's pixels, by family: Phi-4-multimodal names its own ``image_pixel_values``. A batch without
+# them has no image (text-only rows), and a split whose batches never have them has no stand-in.
+PIXEL_KEYS = ("pixel_values", "image_pixel_values")
+
+
 def has_images(batch: dict) -> bool:
-    return batch.get("pixel_values") is not None
+    return any(batch.get(key) is not None for key in PIXEL_KEYS)
 
 
 def image_inputs(batch: dict) -> dict:
@@ -228,7 +249,7 @@ def set_image_standin(module: nn.Module, batch: dict, *, text_only_rows: bool) -
     inner = module.module if isinstance(module, DistributedDataParallel) else module
     if not (isinstance(inner, EveryRankSees) and has_images(batch) and text_only_rows):
         return
-    inner.images = image_inputs(batch)
+    inner.images, inner.image_ids = image_inputs(batch), batch["input_ids"]
     # The default group when it is gloo's (CPU runs); beside NCCL, a gloo group of the same processes.
     gloo = torch.distributed.get_backend() == "gloo"
     inner.flags = torch.distributed.group.WORLD if gloo else torch.distributed.new_group(backend="gloo")

@@ -47,6 +47,9 @@ class Family:
     causal_lm: bool = False
     # Loads the family's processor from a path when AutoProcessor cannot (no torchvision: video processors).
     image_only_processor: Callable[[str, dict], Any] | None = None
+    # (backbone, image inputs, input_ids) -> the image path's output, where the backbone has no
+    # ``get_image_features``: what a process without an image runs on a stand-in (finetune/distributed.py).
+    image_pass: Callable[[Any, dict, Any], Any] | None = None
 
     def drops(self, key: str) -> bool:
         return key == "labels" or key in self.dropped

@@ -165,6 +165,17 @@ def image_only_processor(path: str, kwargs: dict) -> Any:
     return transformers.Phi4MultimodalProcessor.from_pretrained(path, image_processor=images, **kwargs)
 
 
+def image_pass(backbone, inputs: dict, input_ids):
+    """Phi-4-multimodal's image path (it has no get_image_features): its image embedding runs the tower,
+    arranges the crops' features with its separator parameters, projects them and writes them at the image
+    tokens of ``input_ids``, here over zeros: only the features carry a gradient."""
+    import torch
+
+    zeros = torch.zeros(*input_ids.shape, backbone.config.hidden_size, device=input_ids.device,
+                        dtype=backbone.embed_tokens.weight.dtype)
+    return backbone.embed_tokens_extend.image_embed(input_ids, zeros, **inputs)
+
+
 PHI4_MULTIMODAL = Family(
     name="phi4-multimodal",
     model_types=("phi4_multimodal",),
@@ -175,4 +186,5 @@ PHI4_MULTIMODAL = Family(
         FEATURE_CACHE: "its backbone computes and arranges its image features in its own forward",
     }),
     image_only_processor=image_only_processor,
+    image_pass=image_pass,
 )
