@@ -59,14 +59,12 @@ def _title_names(taxonomy: str) -> dict[str, list[str]]:
 
 
 def _images(ds, size: int):
-    """The split's pictures as tiny's own image processor gives them to the model: [n, 3, size, size]."""
-    from PIL import Image
-
+    """The split's pictures as tiny's own image processor gives them to the model: [n, 3, size, size]
+    (read as the vision warm-up reads them: a chunk at a time, an unreadable one white)."""
     from finetune.builtins import _clip_image_processor
-    from finetune.data import IMAGE_COLUMN, decode_image
+    from finetune.vision_warmup import Pictures
 
-    images = [decode_image(value) or Image.new("RGB", (size, size), "white") for value in ds[IMAGE_COLUMN]]
-    return _clip_image_processor(size)(images=images, return_tensors="pt")["pixel_values"]
+    return Pictures(ds, _clip_image_processor(size), mirror=False).tensor
 
 
 class _Probe:

@@ -228,6 +228,11 @@ def _stand_in_tokenizer(name: str, vocab_size: int):
 # Parts of a model that the trainer and the loss need to find
 
 
+def under(name: str, modules: list[str]) -> bool:
+    """Whether the parameter or module ``name`` is one of ``modules`` or inside one."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
 def vision_module_names(model) -> list[str]:
     """Names of the vision tower and projector submodules (what "train the vision side" means).
 
@@ -270,7 +275,7 @@ def language_linear_names(model) -> list[str]:
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or name.endswith("lm_head"):
             continue
-        if any(name == v or name.startswith(v + ".") for v in vision):
+        if under(name, vision):
             continue
         out.append(name)
     return out

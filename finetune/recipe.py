@@ -506,8 +506,7 @@ def prepare_model(loaded: LoadedModel, cfg: FinetuneConfig):
         models_mod.reshare_modules_to_save(model)   # Phi-3-vision's image embedding holds the token embedding
     else:
         for name, param in model.named_parameters():
-            in_vision = any(name == v or name.startswith(v + ".") for v in vision)
-            param.requires_grad_(train_vision or not in_vision)
+            param.requires_grad_(train_vision or not models_mod.under(name, vision))
     if cfg.gradient_checkpointing:
         core_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     core_model(model).config.use_cache = False

@@ -16,7 +16,7 @@ import _ft_fixtures as fx  # noqa: E402
 from finetune import vision_warmup  # noqa: E402
 from finetune.builtins import build_builtin  # noqa: E402
 from finetune.config import FinetuneConfig, FinetuneError  # noqa: E402
-from finetune.models import vision_module_names  # noqa: E402
+from finetune.models import under, vision_module_names  # noqa: E402
 from finetune.train import train  # noqa: E402
 
 QUIET = Console(quiet=True)
@@ -32,10 +32,6 @@ def _datasets_cache(tmp_path, monkeypatch):
 def _tiny(n: int = 8):
     _, tokenizer = fx.indexed_rows_and_tokenizer(n, seed=0)
     return build_builtin("tiny", tokenizer, seed=0)
-
-
-def _is_vision(name: str, vision: list[str]) -> bool:
-    return any(name == v or name.startswith(v + ".") for v in vision)
 
 
 def test_targets_are_what_the_answers_say():
@@ -66,7 +62,7 @@ def test_warm_up_teaches_the_vision_side_alone_and_deterministically():
     vision = vision_module_names(loaded.model)
     after = loaded.model.state_dict()
     moved = {k for k in after if not torch.equal(after[k], before[k])}
-    assert moved and all(_is_vision(k, vision) for k in moved), sorted(moved)[:5]
+    assert moved and all(under(k, vision) for k in moved), sorted(moved)[:5]
     # The tower's own features are read: the projector is left for the fine-tune.
     assert any("vision_tower" in k for k in moved) and not any("multi_modal_projector" in k for k in moved)
     # Same seed, same weights; requires_grad as it was.
@@ -89,12 +85,12 @@ def test_a_frozen_vision_side_is_warmed_and_stays_frozen():
     loaded = _tiny()
     vision = vision_module_names(loaded.model)
     for name, p in loaded.model.named_parameters():
-        p.requires_grad_(not _is_vision(name, vision))
+        p.requires_grad_(not under(name, vision))
     tower = {k: v.clone() for k, v in vision_warmup.vision_state(loaded.model).items()}
     vision_warmup.warm_up(loaded.model, loaded.processor.image_processor, split,
                           vision_warmup.WarmupConfig(epochs=1), console=QUIET)
     assert any(not torch.equal(v, tower[k]) for k, v in vision_warmup.vision_state(loaded.model).items())
-    assert [n for n, p in loaded.model.named_parameters() if p.requires_grad and _is_vision(n, vision)] == []
+    assert [n for n, p in loaded.model.named_parameters() if p.requires_grad and under(n, vision)] == []
 
 
 def test_a_run_saves_its_warm_up_and_a_resume_continues_from_it(tmp_path, monkeypatch):
