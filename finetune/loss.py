@@ -13,6 +13,7 @@ fused cross-entropy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,7 +182,13 @@ def plain_loss(model, batch: dict, *, num_items: int | None = None) -> torch.Ten
 def takes_num_items(model) -> bool:
     """Whether the model's forward (under any peft wrapping) takes ``num_items_in_batch``, by name or in
     ``**kwargs`` (peft passes its own keywords on to the model it wraps)."""
-    params = inspect.signature(core_model(model).forward).parameters.values()
+    return _forward_takes_num_items(type(core_model(model)))
+
+
+@functools.cache
+def _forward_takes_num_items(cls: type) -> bool:
+    # Once a model class: the plain loss asks at every step, and reading a signature is not free.
+    params = inspect.signature(cls.forward).parameters.values()
     return any(p.name == "num_items_in_batch" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from .data import IMAGE_COLUMN, decode_image
 from .errors import FinetuneError
 from .families.base import core_model
-from .models import vision_module_names
+from .models import under, vision_module_names
 
 WEIGHTS = "vision_warmup.safetensors"
 # The words' loss is a mean over a vocabulary of a few hundred binary targets, most of them 0: scaled
@@ -163,7 +163,7 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
     core = core_model(model)
     device, dtype = next(core.parameters()).device, next(core.parameters()).dtype
     # The whole vision side trains here, even where the fine-tune then keeps it frozen (--no-train-vision).
-    trained = [p for n, p in core.named_parameters() if _in(n, vision_module_names(core))]
+    trained = [p for n, p in core.named_parameters() if under(n, vision_module_names(core))]
     was = [p.requires_grad for p in trained]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
@@ -186,7 +186,8 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
         with _progress(console) as bar:
             task = bar.add_task("vision warm-up", total=steps)
             for epoch in _epochs(pictures.rows, config.batch_size, steps, generator):
-                sums = dict.fromkeys(("category", "words", "price"), 0.0)
+                # Summed on the device in float64 (as Python floats would sum them): no host sync a step.
+                sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in ("category", "words", "price")}
                 for batch in epoch:
                     mirrored = torch.rand(len(batch), generator=generator) < (0.5 if config.flip else 0.0)
                     pooled = pooled_features(model, pictures.batch(batch, mirrored, device, dtype), len(batch),
@@ -202,9 +203,9 @@ def warm_up(model, image_processor, split, config: WarmupConfig, *, console: Con
                     optimizer.step()
                     schedule.step()
                     for k, v in parts.items():
-                        sums[k] += v.item()
+                        sums[k] += v.detach().double()
                     bar.advance(task)
-                history.append({k: v / len(epoch) for k, v in sums.items()})
+                history.append({k: v.item() / len(epoch) for k, v in sums.items()})
     for p, grad in zip(trained, was):
         p.requires_grad_(grad)
     return history
@@ -218,10 +219,6 @@ def _epochs(rows: int, batch_size: int, steps: int, generator: torch.Generator):
         yield epoch
 
 
-def _in(name: str, modules: list[str]) -> bool:
-    return any(name == m or name.startswith(m + ".") for m in modules)
-
-
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                     TimeRemainingColumn(), console=console, transient=True)
@@ -230,7 +227,7 @@ def _progress(console: Console) -> Progress:
 def vision_state(model) -> dict[str, torch.Tensor]:
     """The vision side's weights and buffers (tower, projector): what the warm-up changed."""
     vision = vision_module_names(core_model(model))
-    return {k: v.detach().contiguous().cpu() for k, v in core_model(model).state_dict().items() if _in(k, vision)}
+    return {k: v.detach().contiguous().cpu() for k, v in core_model(model).state_dict().items() if under(k, vision)}
 
 
 def save(model, out: Path) -> None:
