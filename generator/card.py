@@ -197,8 +197,9 @@ def render_card(
         out += [md_text(source["description"]).rstrip(".") + ".", ""]
     out += [
         "Every row is **synthetic**: titles, prices, codes and URLs are drawn from a taxonomy file and each "
-        "image is rendered from its row's metadata by `gen-samples`, so the category, colour, material, "
-        "pattern and price tier of a product are visible in its picture. URLs point at reserved example "
+        "image is rendered from its row's metadata by `gen-samples`, so the category, colour, material and "
+        "pattern of a product are visible in its picture; trim and hardware vary at random and say nothing "
+        "about the price. URLs point at reserved example "
         "domains, never at a real shop. No real product data or photo was used.",
         "",
     ]
@@ -279,9 +280,9 @@ def render_limits_section(limits: dict[str, Any]) -> str:
         lines.append(f"| {label} accuracy | {pct(limits.get(f'{label}_accuracy'))} | {pct(majority.get(label))} |")
     lines.append(f"| price MAPE (`full_price`) | {pct(limits.get('price_mape'))} | "
                  f"{pct(limits.get('price_mape_global_median'))} (global median) |")
-    lines += ["", f"The price limit reads the trim too (hardware, stitching and detail are drawn by price tier); "
-              f"without the trim it is {pct(limits.get('price_mape_without_trim'))}. The median price of the true "
-              f"category3 scores {pct(limits.get('price_mape_category3_median'))}."]
+    lines += ["", "The price limit is the median price of what the picture shows (department, category, material, "
+              "pattern, colour); trim and hardware are drawn at random and carry no price. The median price of "
+              f"the true category3 scores {pct(limits.get('price_mape_category3_median'))}."]
     alike = []
     for label, pairs in (limits.get("confusable") or {}).items():
         if pairs and label != "silhouette":

@@ -145,7 +145,7 @@ class Catalog:
         look = Look(
             category1=c1.code, category2=c2.code, category3=c3.code, silhouette=item.silhouette,
             colour=colour.name, rgb=colour.rgb, material=material.name, texture=material.texture,
-            pattern=pattern.render, price_tier=t.tier(full_price, c1.price_multiplier), variant=variant,
+            pattern=pattern.render, trim=u[13], variant=variant,
         )
         return Product(row=row, look=look, render_seed=render_seed)
 
@@ -166,27 +166,11 @@ class _Category3Tables:
     materials: _Choices
     patterns: _Choices
     titles: _Choices
-    # (weight, log mean for a category1 multiplier of 1) of each material x pattern cell
-    cells: tuple[tuple[float, float], ...]
-    sigma: float
 
     @classmethod
     def of(cls, c3: Category3) -> "_Category3Tables":
-        wm = sum(w for _, w in c3.materials)
-        wp = sum(w for _, w in c3.patterns)
-        cells = tuple(
-            (w1 / wm * w2 / wp, math.log(c3.price_median * m.price_multiplier * p.price_multiplier))
-            for m, w1 in c3.materials for p, w2 in c3.patterns
-        )
         return cls(items=c3.items, materials=_Choices.of(c3.materials), patterns=_Choices.of(c3.patterns),
-                   titles=_Choices.of(c3.titles), cells=cells, sigma=c3.price_sigma)
-
-    def tier(self, full_price: float, category1_multiplier: float) -> float:
-        """The full price's quantile among all rows of this category3 and category1 (the model's
-        price distribution mixed over materials and patterns): the renderer turns it into trim and detail."""
-        x = math.log(full_price / category1_multiplier)
-        cdf = sum(w * 0.5 * (1.0 + math.erf((x - mu) / (self.sigma * math.sqrt(2.0)))) for w, mu in self.cells)
-        return min(1.0, max(0.0, cdf))
+                   titles=_Choices.of(c3.titles))
 
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")

@@ -72,5 +72,7 @@ class Look:
     material: str           # material word used in the title, e.g. "Leather"
     texture: str            # renderer texture for the material: smooth, knit, quilted, grain, sheen, canvas, ...
     pattern: str            # "none", "check", "stripe", "monogram", "dots", ...
-    price_tier: float       # 0..1, the row's full price as a quantile of its category: drives trim and detail
+    trim: float             # 0..1, how much trim, hardware and stitching the photo shows: drawn for each row
+                            # on its own, independent of every label and of the price (issue 18: a price-tier
+                            # trim let a reader of hardware guess the price to 6 % where nothing else could)
     variant: int            # a per-row integer that varies background, pose and lighting

@@ -184,11 +184,11 @@ def test_diagnostics_table_shows_weakest_classes_and_confusions():
 # As generator/limits/ writes it: accuracies and MAPE as fractions (0.173 = 17.3 %), beside counts,
 # nested tables and nulls that are not figures to compare with.
 LIMITS = {"category3_accuracy": 0.96, "category2_accuracy": 0.99, "colour_accuracy": 0.93, "material_accuracy": None,
-          "price_mape": 0.173, "price_mape_without_trim": 0.25, "majority_accuracy": {"category3": 0.109},
+          "price_mape": 0.173, "price_mape_category3_median": 0.25, "majority_accuracy": {"category3": 0.109},
           "confusable": {"colour": [["Sand", "Archive Beige"]]}, "n_train": 2736, "n_test": 304,
           "colour_alike_levels": 10.0, "version": 1}
 LIMIT_FIGURES = {"category3_accuracy": 0.96, "category2_accuracy": 0.99, "colour_accuracy": 0.93,
-                 "price_mape": pytest.approx(17.3), "price_mape_without_trim": pytest.approx(25.0)}
+                 "price_mape": pytest.approx(17.3), "price_mape_category3_median": pytest.approx(25.0)}
 
 
 def test_load_limits(tmp_path):

@@ -26,7 +26,7 @@ REQUIRED_PATTERNS = {"none", "check", "stripe", "monogram", "dots", "houndstooth
 
 def make_look(**overrides) -> Look:
     base = dict(category1="WOMAN", category2="BAGS", category3="TOTE", silhouette="tote", colour="Honey",
-                rgb=(190, 140, 60), material="Leather", texture="smooth", pattern="none", price_tier=0.5,
+                rgb=(190, 140, 60), material="Leather", texture="smooth", pattern="none", trim=0.5,
                 variant=7)
     base.update(overrides)
     return Look(**base)
@@ -36,7 +36,7 @@ def random_look(rng: random.Random, silhouette: str, rgb=None) -> Look:
     return make_look(
         category1=rng.choice(("WOMAN", "MAN")), silhouette=silhouette,
         rgb=rgb or (rng.randrange(256), rng.randrange(256), rng.randrange(256)),
-        texture=rng.choice(TEXTURES), pattern=rng.choice(PATTERNS), price_tier=rng.random(),
+        texture=rng.choice(TEXTURES), pattern=rng.choice(PATTERNS), trim=rng.random(),
         variant=rng.randrange(1_000_000),
     )
 
@@ -79,9 +79,9 @@ def test_background_depends_only_on_seed_and_variant():
     assert len(corners | {other, third}) > 1
 
 
-def test_rejects_non_finite_price_tier():
-    with pytest.raises(ValueError, match="price_tier"):
-        render(make_look(price_tier=float("nan")))
+def test_rejects_non_finite_trim():
+    with pytest.raises(ValueError, match="trim"):
+        render(make_look(trim=float("nan")))
 
 
 def _repo_root():
@@ -133,7 +133,7 @@ def test_kids_items_are_drawn_smaller():
 @pytest.mark.parametrize("silhouette", ["tote", "tshirt", "dress", "trousers", "sweater", "backpack"])
 @pytest.mark.parametrize("rgb", [(200, 30, 40), (30, 60, 140), (193, 155, 107), (40, 40, 40)])
 def test_product_mean_colour_is_the_look_colour(silhouette, rgb):
-    img, mask = render_with_mask(make_look(silhouette=silhouette, rgb=rgb, price_tier=0.0), 224)
+    img, mask = render_with_mask(make_look(silhouette=silhouette, rgb=rgb, trim=0.0), 224)
     pix, m = np.asarray(img, np.float32), np.asarray(mask) > 0
     product = pix[m].mean(axis=0)
     background = pix[~m].mean(axis=0)
@@ -146,12 +146,12 @@ def _edge_count(img) -> int:
     return int(((np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]) > 40).sum())
 
 
-def test_price_tier_adds_drawn_detail():
+def test_trim_adds_drawn_detail():
     richer = 0
     for silhouette in SILHOUETTES:
         look = make_look(silhouette=silhouette, rgb=(120, 90, 160))
-        cheap = _edge_count(render(replace(look, price_tier=0.0), 224))
-        dear = _edge_count(render(replace(look, price_tier=1.0), 224))
+        cheap = _edge_count(render(replace(look, trim=0.0), 224))
+        dear = _edge_count(render(replace(look, trim=1.0), 224))
         richer += dear > cheap
     assert richer == len(SILHOUETTES)
 

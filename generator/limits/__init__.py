@@ -8,12 +8,13 @@ accuracy can be read against it ("reached 97 % of the limit") rather than agains
 
 What the renderer shows, derived from its own tables and code paths (so a renderer change moves the limit):
 
-* **Drawing** (:func:`appearance`): the geometry of a (silhouette, category1, price-tier bucket), i.e. the
+* **Drawing** (:func:`appearance`): the geometry of a (silhouette, category1, trim bucket), i.e. the
   builder's operations (``render.shapes``), made into pixels by ``render.studio._transform`` at a fixed pose.
-  Two silhouettes whose builders draw the same thing fall together; so do the tier buckets whose trim
-  is the same (the renderer quantises ``price_tier`` to 11 buckets, and most silhouettes change trim at
+  Two silhouettes whose builders draw the same thing fall together; so do the trim buckets whose trim
+  is the same (the renderer quantises ``Look.trim`` to 11 buckets, and most silhouettes change trim at
   only a few thresholds), and category1 values drawn alike (kids' items are drawn smaller and
-  menswear wider, so today no two are).
+  menswear wider, so today no two are). The trim is drawn for each row independently of its labels
+  and price, and the rows do not record it: the limit is the reader's *expected* score over it.
 * **Texture**: materials sharing a renderer texture (``Canvas`` and ``Cotton Gabardine`` both ``canvas``),
   and textures whose tiles are identical.
 * **Pattern**: patterns sharing a renderer pattern (``Check`` and ``Vintage Check`` both ``check``), and
@@ -29,7 +30,7 @@ The reader (Bayes-optimal): for a test row it sees the row's *visible signature*
 texture class, pattern class, colour class) and answers, for each label, the value with the highest
 probability given that signature, and for the price the median of the conditional price distribution.
 The probabilities are the generator's exact ones (the taxonomy's weights, the log-normal price draw,
-its snapping to price points and the tier quantile, as :mod:`generator.catalog` draws them), not counts
+its snapping to price points and the trim's uniform draw, as :mod:`generator.catalog` draws them), not counts
 from the train split: with every visible attribute in the signature most test rows' cells hold 0-3
 
 
@@ -45,9 +46,8 @@ side reads it from the dataset folder). Keys:
   test split). category3 compares the code string (every ``N.A.`` is the same answer), category2 the code,
   colour / material the taxonomy's names, pattern the taxonomy's pattern key (``"none"`` for no pattern).
 * ``price_mape``: mean absolute percentage error of ``full_price`` by the conditional median given
-  everything visible, trim (price tier) included, as a fraction (0.05 = 5 %).
-* ``price_mape_without_trim``: the same given category1, drawing, texture, pattern and colour, but not
-  the tier trim: what is left when a reader ignores hardware and detail.
+  everything visible (category1, drawing, texture, pattern, colour), as a fraction (0.05 = 5 %). Version 1
+  files also had ``price_mape_without_trim``: the trim then followed the price tier and gave it away.
 * ``price_mape_category3_median``: by the train median of the row's true (category2, category3).
 * ``price_mape_global_median``: by the train split's median ``full_price``.
 * ``majority_accuracy``: ``{label: accuracy}`` of always answering the train split's most frequent value.

@@ -1,4 +1,4 @@
-"""What the renderer draws alike: classes of drawings (silhouette, category1, price-tier bucket),
+"""What the renderer draws alike: classes of drawings (silhouette, category1, trim bucket),
 textures, patterns and colours, derived from the renderer's own tables and code paths."""
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from generator.taxonomy import Taxonomy
 COLOUR_ALIKE_LEVELS = 10.0
 _PROBE_SIZE = 64          # texture / pattern tiles are compared at this size
 _POSE_PROBES = 64         # variants sampled from render._pose to learn its light settings
-_TIER_BUCKETS = 11        # render_with_mask draws round(clamp(price_tier, 0, 1) * 10)
+_TRIM_BUCKETS = 11        # render_with_mask draws round(clamp(trim, 0, 1) * 10)
 
 
 @dataclass(frozen=True)
 class Appearance:
     """Class ids of what the renderer draws: equal ids = identical (or, for colours, alike) drawings."""
 
-    drawing: dict[tuple[str, str, int], int]   # (silhouette, category1, tier bucket) -> class
+    drawing: dict[tuple[str, str, int], int]   # (silhouette, category1, trim bucket) -> class
     texture: dict[str, int]                    # renderer texture name -> class
     pattern: dict[str, int]                    # renderer pattern name -> class
     colour: dict[str, int]                     # taxonomy colour name -> class
@@ -69,7 +69,7 @@ def _drawing_fingerprint(silhouette: str, category1: str, bucket: int) -> str:
     if key not in _DRAWING_CACHE:
         plan, ops = _drawing_plan(builder, bucket, category1)
         look = Look(category1=category1, category2="", category3="", silhouette=silhouette, colour="",
-                    rgb=(128, 128, 128), material="", texture="smooth", pattern="none", price_tier=bucket / 10,
+                    rgb=(128, 128, 128), material="", texture="smooth", pattern="none", trim=bucket / 10,
                     variant=0)
         # A fixed pose: what category1 changes in the pixels (size, width) shows in the transformed points.
         pts, _ = _transform(plan, look, _pose(0, 0), 336)
@@ -118,7 +118,7 @@ def appearance(taxonomy: Taxonomy, *, colour_alike: float = COLOUR_ALIKE_LEVELS)
         for c3 in c2.category3:
             for item in c3.items:
                 sold[item.silhouette].update(c1 for c1 in c3.category1 if c1 in c2.weights)
-    cells = [(s, c1, k) for s in sorted(sold) for c1 in sorted(sold[s]) for k in range(_TIER_BUCKETS)]
+    cells = [(s, c1, k) for s in sorted(sold) for c1 in sorted(sold[s]) for k in range(_TRIM_BUCKETS)]
     drawing = _classes(cells, lambda cell: _drawing_fingerprint(*cell))
 
     textures = sorted({m.texture for m in taxonomy.materials})
@@ -149,13 +149,20 @@ def appearance(taxonomy: Taxonomy, *, colour_alike: float = COLOUR_ALIKE_LEVELS)
     return Appearance(drawing=drawing, texture=texture, pattern=pattern, colour=colour, colour_distance=alike)
 
 
-def _tier_bucket(tier: float) -> int:
-    """As ``render.render_with_mask`` quantises ``Look.price_tier`` for its drawing plan."""
-    return int(round(min(1.0, max(0.0, tier)) * 10))
+def _trim_bucket(trim: float) -> int:
+    """As ``render.render_with_mask`` quantises ``Look.trim`` for its drawing plan."""
+    return int(round(min(1.0, max(0.0, trim)) * 10))
+
+
+def _trim_bucket_probabilities() -> tuple[float, ...]:
+    """P(bucket) of a row's trim: the catalog draws ``Look.trim`` uniform on (0, 1), independent of
+    every label, and :func:`_trim_bucket` rounds it to tenths (so 0 and 1 get half a tenth each)."""
+    step = 1 / (_TRIM_BUCKETS - 1)
+    return tuple(min(1.0, (k + 0.5) * step) - max(0.0, (k - 0.5) * step) for k in range(_TRIM_BUCKETS))
 
 
 def _untrimmed_classes(look: Appearance) -> dict[tuple[str, str], int]:
-    """(silhouette, category1) -> class: pairs joined when some tier of each is drawn the same."""
+    """(silhouette, category1) -> class: pairs joined when some trim of each is drawn the same."""
     parent: dict[Any, Any] = {}
 
     def root(n):

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from generator.catalog import _branch, _Category3Tables
-from generator.limits.appearance import Appearance, _tier_bucket, _untrimmed_classes
+from generator.catalog import _branch
+from generator.limits.appearance import Appearance, _trim_bucket_probabilities
 from generator.limits.titles import _Row
 from generator.taxonomy import PATTERN_NONE, Category3, Taxonomy
 
@@ -38,12 +38,11 @@ class _Cell:
 @dataclass
 class _View:
     """A cell seen through one of its category3's silhouettes: what share of its rows look like this,
-    and the drawing class each price point gets (the tier trim), or the class without the trim."""
+    and the drawing classes the row's trim (drawn independently of the cell) gives it."""
 
     cell: _Cell
-    share: float            # fraction of the category3's items drawn with this silhouette
-    drawings: np.ndarray    # drawing class per point of ``cell.points``
-    untrimmed: int
+    share: float                  # fraction of the category3's items drawn with this silhouette
+    drawings: dict[int, float]    # drawing class -> P(class | silhouette, category1), over the trim buckets
 
 
 class _Model:
@@ -53,16 +52,18 @@ class _Model:
         self.points = np.asarray(points, np.float64)
         log_edges = [math.log(math.sqrt(a * b)) for a, b in zip(points, points[1:])]
         total1 = sum(c.weight for c in taxonomy.category1)
-        self.untrimmed = _untrimmed_classes(look)
-        # (texture class, pattern class, "drawing" / "shape", class) -> the views that can show it
+        trim_p = _trim_bucket_probabilities()
+        # (silhouette, category1) -> {drawing class: probability}: the trim is the only thing that varies
+        self.drawings: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        for (s, c1, bucket), d in look.drawing.items():
+            self.drawings[(s, c1)][d] += trim_p[bucket]
+        # (texture class, pattern class, drawing class) -> the views that can show it
         self.index: dict[tuple, list[_View]] = defaultdict(list)
         for c1 in taxonomy.category1:
             for c2, c3, w in _branch(taxonomy, c1.code):
-                tables = _Category3Tables.of(c3)
                 wm = sum(x for _, x in c3.materials)
                 wp = sum(x for _, x in c3.patterns)
                 shares = Counter(i.silhouette for i in c3.items)
-                bucket_of: dict[int, int] = {}
                 for (m, w1), (p, w2) in itertools.product(c3.materials, c3.patterns):
                     mu = math.log(c3.price_median * c1.price_multiplier * m.price_multiplier * p.price_multiplier)
                     sigma = c3.price_sigma
@@ -74,31 +75,25 @@ class _Model:
                     mass = np.diff(np.asarray(cdf))
                     keep = mass > 0
                     idx, mass = np.arange(lo, hi + 1)[keep], mass[keep]
-                    for k in idx.tolist():
-                        if k not in bucket_of:
-                            bucket_of[k] = _tier_bucket(tables.tier(points[k], c1.price_multiplier))
                     cell = _Cell(c1=c1, c2=c2.code, c3=c3, material=m, pattern=p,
                                  prob=c1.weight / total1 * w * (w1 / wm) * (w2 / wp), points=idx,
                                  mass=mass / mass.sum())
                     surface = (look.texture[m.texture], look.pattern[p.render])
                     for s, n in shares.items():
-                        drawings = np.asarray([look.drawing[(s, c1.code, bucket_of[k])] for k in idx.tolist()])
-                        view = _View(cell, n / len(c3.items), drawings, self.untrimmed[(s, c1.code)])
-                        for d in set(drawings.tolist()):
-                            self.index[(*surface, "drawing", d)].append(view)
-                        self.index[(*surface, "shape", view.untrimmed)].append(view)
+                        view = _View(cell, n / len(c3.items), dict(self.drawings[(s, c1.code)]))
+                        for d in view.drawings:
+                            self.index[(*surface, d)].append(view)
         self._cache: dict[tuple, dict] = {}
 
-    def signature(self, row: _Row, *, trim: bool = True) -> tuple:
-        """What a reader sees of ``row``: (texture, pattern, "drawing" or "shape", drawing, colour) classes."""
+    def signatures(self, row: _Row) -> list[tuple[float, tuple]]:
+        """What a reader may see of ``row``: (probability, (texture, pattern, drawing, colour) classes)
+        for each drawing its trim can give it. The rows do not record their trim, and it carries nothing
+        about the labels, so the limit is the reader's expected score over it."""
         look = self.look
         surface = (look.texture[row.material.texture], look.pattern[row.pattern.render])
-        if trim:
-            tier = _Category3Tables.of(row.c3).tier(row.full_price, row.c1.price_multiplier)
-            shape = ("drawing", look.drawing[(row.item.silhouette, row.c1.code, _tier_bucket(tier))])
-        else:
-            shape = ("shape", self.untrimmed[(row.item.silhouette, row.c1.code)])
-        return (*surface, *shape, look.colour[row.colour.name])
+        colour = look.colour[row.colour.name]
+        return [(p, (*surface, d, colour))
+                for d, p in sorted(self.drawings[(row.item.silhouette, row.c1.code)].items())]
 
     def answers(self, sig: tuple) -> dict[str, Any]:
         """The reader's answer for every label, and the price, given a visible signature."""
@@ -113,19 +108,18 @@ class _Model:
             in_class = [c for c in colours if self.look.colour[c.name] == col]
             if not in_class:
                 continue
-            mass = cell.mass if view_key[2] == "shape" else np.where(view.drawings == view_key[3], cell.mass, 0.0)
-            one_colour = cell.prob * view.share / len(colours)   # P(cell, silhouette, one given colour)
-            total = one_colour * float(mass.sum())
-            if total <= 0:
+            # P(cell, silhouette, this drawing, one given colour); the price is independent of the drawing.
+            one_colour = cell.prob * view.share * view.drawings[view_key[2]] / len(colours)
+            if one_colour <= 0:
                 continue
-            w = total * len(in_class)
+            w = one_colour * len(in_class)
             weights["category3"][cell.c3.code] += w
             weights["category2"][cell.c2] += w
             weights["material"][cell.material.name] += w
             weights["pattern"][cell.pattern.name or PATTERN_NONE] += w
             for c in in_class:
-                weights["colour"][c.name] += total
-            price[cell.points] += one_colour * len(in_class) * mass
+                weights["colour"][c.name] += one_colour
+            price[cell.points] += w * cell.mass
         out: dict[str, Any] = {label: _argmax(weights[label]) for label in LABELS}
         out["full_price"] = _weighted_median(self.points, price)
         self._cache[sig] = out

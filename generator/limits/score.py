@@ -21,7 +21,7 @@ from generator.writer import DATA_DIR, atomic_write_text
 
 
 LIMITS_FILENAME = "limits.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the trim is drawn independently of the price (no price_mape_without_trim)
 MAX_ROWS_PER_SPLIT = 200_000
 ROW_COLUMNS = ("category1_code", "category2_code", "category3_code", "title", "full_price")
 
@@ -36,7 +36,6 @@ class Limits:
     material_accuracy: float | None
     pattern_accuracy: float | None
     price_mape: float | None
-    price_mape_without_trim: float | None
     price_mape_category3_median: float | None
     price_mape_global_median: float | None
     majority_accuracy: dict[str, float | None]
@@ -59,6 +58,20 @@ def _mape(truth: list[float], predicted: list, fallback: float | None = None) ->
         return None
     predicted = [fallback if p is None else p for p in predicted]
     return float(np.mean([1.0 if p is None else abs(p - t) / t for t, p in zip(truth, predicted)]))
+
+
+def _expected_accuracy(truth: list, views: list[list[tuple[float, Any]]]) -> float | None:
+    """Accuracy of answers that depend on a hidden draw: ``views[i]`` is row i's (probability, answer)."""
+    if not truth:
+        return None
+    return sum(sum(p for p, a in v if a == t) for t, v in zip(truth, views)) / len(truth)
+
+
+def _expected_mape(truth: list[float], views: list[list[tuple[float, Any]]], fallback: float | None) -> float | None:
+    """:func:`_mape` averaged over each row's (probability, predicted price) views."""
+    if not truth:
+        return None
+    return float(np.mean([sum(p * _mape([t], [a], fallback) for p, a in v) for t, v in zip(truth, views)]))
 
 
 def _accuracy(truth: list, predicted: list) -> float | None:
@@ -126,9 +139,10 @@ def compute(train_rows: Iterable[Mapping[str, Any]], test_rows: Iterable[Mapping
 
     truth = {label: [r.label(label) for r in test] for label in LABELS}
     prices = [r.full_price for r in test]
-    full = [model.answers(model.signature(r)) for r in test]
-    bare = [model.answers(model.signature(r, trim=False)) for r in test]
-    acc = {label: _accuracy(truth[label], [a[label] for a in full]) for label in LABELS}
+    # Each test row's possible views (one per drawing its random trim can give it), with their probabilities.
+    seen = [[(p, model.answers(sig)) for p, sig in model.signatures(r)] for r in test]
+    acc = {label: _expected_accuracy(truth[label], [[(p, a[label]) for p, a in s] for s in seen])
+           for label in LABELS}
 
     majority = {}
     for label in LABELS:
@@ -144,8 +158,7 @@ def compute(train_rows: Iterable[Mapping[str, Any]], test_rows: Iterable[Mapping
     return Limits(
         category3_accuracy=acc["category3"], category2_accuracy=acc["category2"], colour_accuracy=acc["colour"],
         material_accuracy=acc["material"], pattern_accuracy=acc["pattern"],
-        price_mape=_mape(prices, [a["full_price"] for a in full], fallback=global_median),
-        price_mape_without_trim=_mape(prices, [a["full_price"] for a in bare], fallback=global_median),
+        price_mape=_expected_mape(prices, [[(p, a["full_price"]) for p, a in s] for s in seen], global_median),
         price_mape_category3_median=_mape(prices, [c3_median.get((r.c2, r.c3.code), global_median) for r in test])
         if train else None,
         price_mape_global_median=_mape(prices, [global_median] * len(test)) if train else None,

@@ -2,9 +2,9 @@
 
 The images exist so a fine-tuned VLM can read the row's metadata back from pixels alone, so every
 field of the ``Look`` leaves a visible trace: the silhouette draws the outline, ``rgb`` is the main
-fill, ``texture`` and ``pattern`` are the surface, ``price_tier`` adds trim and hardware, and only
-``variant`` + ``seed`` move the background, pose and light (so the background never predicts the
-category).
+fill, ``texture`` and ``pattern`` are the surface. ``trim`` adds hardware and stitching; like
+``variant`` + ``seed``, which move the background, pose and light, it is drawn independently of every
+label, so neither the studio nor the trim predicts the category or the price.
 
 Speed is the design constraint (~1 ms for a 336 px image on one core). The whole picture is built
 as an 8-bit *index* image and coloured in one palette lookup:

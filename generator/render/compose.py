@@ -22,8 +22,8 @@ def _validate(look: Look, size: int) -> None:
         raise ValueError(f"unknown pattern {look.pattern!r}; valid: {', '.join(PATTERNS)}")
     if len(look.rgb) != 3 or not all(0 <= int(c) <= 255 for c in look.rgb):
         raise ValueError(f"rgb must be three ints in 0..255, got {look.rgb!r}")
-    if not (isinstance(look.price_tier, (int, float)) and math.isfinite(look.price_tier)):
-        raise ValueError(f"price_tier must be a finite number in 0..1, got {look.price_tier!r}")
+    if not (isinstance(look.trim, (int, float)) and math.isfinite(look.trim)):
+        raise ValueError(f"trim must be a finite number in 0..1, got {look.trim!r}")
     if not 32 <= size <= 2048:
         raise ValueError(f"size must be in 32..2048, got {size}")
 
@@ -33,7 +33,7 @@ def render_with_mask(look: Look, size: int = 336, seed: int = 0) -> tuple[Image.
     _validate(look, size)
     rgb = tuple(int(c) for c in look.rgb)
     pose = _pose(seed, look.variant)
-    plan = _plan(look.silhouette, look.category1, int(round(min(1.0, max(0.0, look.price_tier)) * 10)))
+    plan = _plan(look.silhouette, look.category1, int(round(min(1.0, max(0.0, look.trim)) * 10)))
     pts, half = _transform(plan, look, pose, size)
     flat = pts.ravel().tolist()
     lw = max(1, round(size / 224))

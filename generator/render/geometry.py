@@ -78,16 +78,16 @@ class _Plan:
 
 
 class _Builder:
-    """Collects a silhouette's operations; `tier` is the price bucket in [0, 1]."""
+    """Collects a silhouette's operations; `trim` is the trim bucket in [0, 1] (``Look.trim``)."""
 
-    def __init__(self, tier: float, cat1: str):
-        self.t = tier
+    def __init__(self, trim: float, cat1: str):
+        self.t = trim
         self.man = cat1 == "MAN"   # menswear cuts a little wider; kids' sizes are scaled at render time
         self.pts: Pts = []
         self.body_ops: list = []
         self.detail_ops: list = []
-        # Hardware gets richer with price: tonal -> silver -> gold.
-        self.hw = "gold" if tier >= 0.6 else ("silver" if tier >= 0.3 else "darker")
+        # Hardware gets richer with the trim level: tonal -> silver -> gold.
+        self.hw = "gold" if trim >= 0.6 else ("silver" if trim >= 0.3 else "darker")
 
     def _op(self, bucket: list, kind: str, pts: Pts, *params) -> None:
         start = len(self.pts)
@@ -124,9 +124,9 @@ class _Builder:
     def ring(self, x: float, y: float, r: float, w: float, tone: str) -> None:
         self._op(self.detail_ops, "ring", [(x, y)], r, w, tone)
 
-    def stitch(self, pts: Pts, min_tier: float = 0.35) -> None:
+    def stitch(self, pts: Pts, min_trim: float = 0.35) -> None:
         """Top-stitching: only pricier pieces get it."""
-        if self.t >= min_tier:
+        if self.t >= min_trim:
             self.line(pts, 0.008, "stitch")
 
     def button(self, x: float, y: float, r: float = 0.035) -> None:

@@ -17,7 +17,7 @@ _SHAPE_SCALE = {"card_case": 0.8, "keyring": 0.85, "wallet": 0.9, "clutch": 0.95
 
 
 @lru_cache(maxsize=2048)
-def _plan(silhouette: str, category1: str, tier_bucket: int) -> _Plan:
-    b = _Builder(tier_bucket / 10, category1)
+def _plan(silhouette: str, category1: str, trim_bucket: int) -> _Plan:
+    b = _Builder(trim_bucket / 10, category1)
     _SHAPES[silhouette](b)
     return b.plan()

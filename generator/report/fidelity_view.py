@@ -103,7 +103,7 @@ def limits_section(limits: Mapping[str, Any]) -> Section:
                         title=f"Accuracy on the {limits.get('n_test', 0):,} test rows (%)", width=520, label_chars=10,
                         value_fmt=lambda v: f"{v:.1f}%", max_value=100)
     mape = [("price MAPE, perfect reader", _pct(limits.get("price_mape"))),
-            ("without the trim", _pct(limits.get("price_mape_without_trim"))),
+            ("median of the true category3", _pct(limits.get("price_mape_category3_median"))),
             ("global median", _pct(limits.get("price_mape_global_median")))]
     return Section("limits", "The data's own limit", figure(fig, "Read a fine-tune's accuracy against the limit, not "
                                                             "against 100%.") + cards([(v, k) for k, v in mape]))
