@@ -59,7 +59,8 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
         "final_loss": result.final_loss, "n_test": result.metrics["n_test"],
         "category3_accuracy": m["category3_accuracy"], "category2_accuracy": m["category2_accuracy"],
         "parse_rate": m["parse_rate"], "price_mae": _finite(m["price_mae"]), "price_mae_all": m["price_mae_all"],
-        "price_mape_all": m["price_mape_all"], "title_token_f1": m["title_token_f1"],
+        "price_mape_all": m["price_mape_all"], "price_mape_greedy": m.get("price_mape_greedy"),
+        "title_token_f1": m["title_token_f1"],
         "title_exact_match": m["title_exact_match"],
         "baseline_category3_accuracy": b["majority_category"]["category3_accuracy"],
         "baseline_category2_accuracy": b["majority_category"]["category2_accuracy"],
@@ -88,9 +89,10 @@ def test_accuracy(benchmark, epochs, accuracy_dir, workdir, scale):
                    comparisons=comparisons, **figures)
     assert result.steps > 0 and 0 <= m["category3_accuracy"] <= 1
     if scale.measuring and epochs == config_default_epochs():
-        # Issue 18's targets at the default budget (plain run-finetune): the price MAPE's (1.3x the limit)
-        # is not reached, and not asserted (README).
+        # Issue 18's targets at the default budget (plain run-finetune), the price's against the limit the
+        # dataset's card states (limits.json: a fraction; the model's MAPE is a percentage).
         assert m["category3_accuracy"] >= 0.85 and m["category2_accuracy"] >= 0.95 and m["parse_rate"] >= 0.99, m
+        assert m["price_mape_all"] <= 1.3 * 100 * figures["limit_price_mape"], (m["price_mape_all"], figures)
 
 
 def config_default_epochs() -> float:

@@ -82,6 +82,9 @@ class FinetuneConfig:
     max_eval_samples: int | None = None  # None: the whole test split
     eval_batch_size: int | None = None   # None: 2 x batch_size
     max_new_tokens: int = 48
+    # The price answer by least expected percentage error over the train split's prices of the answered
+    # category, scored by the model (finetune/price_decoding.py); False: the greedy price as written.
+    price_mbr: bool = True
     question: str = DEFAULT_QUESTION
     tokenizer_vocab_size: int = 2048
     wandb_project: str = "vlm-catalog-kit"

@@ -29,6 +29,7 @@ from transformers import AutoTokenizer
 
 from . import data as data_mod
 from . import distributed
+from . import eval_tables
 from . import evaluate as eval_mod
 from . import export as export_mod
 from . import image_budget
@@ -368,8 +369,8 @@ class Recipe:
                 metrics["train"] = self._train_metrics(clock)
                 eval_mod.write_results(result, self.out)
                 self.tracker.log_eval(metrics, self.state.step, eval_mod.sample_predictions(result))
-                console.print(eval_mod.results_table(metrics))
-                console.print(eval_mod.diagnostics_table(metrics))
+                console.print(eval_tables.results_table(metrics))
+                console.print(eval_tables.diagnostics_table(metrics))
                 if cache is not None:
                     console.print(f"image feature cache: {cache.served} of {cache.served + cache.computed} "
                                   f"batches served without the vision tower ({len(cache)} rows cached)")
@@ -421,7 +422,7 @@ class Recipe:
             batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
             max_new_tokens=cfg.max_new_tokens, device=device, bf16=self.bf16,
             max_samples=cfg.max_eval_samples, num_workers=cfg.loader_workers(device.type == "cuda"),
-            limits=self.limits,
+            limits=self.limits, price_mbr=cfg.price_mbr,
         )
 
 

@@ -9,13 +9,12 @@ import pytest
 from rich.console import Console
 
 from finetune.data import answer_text
+from finetune.eval_tables import diagnostics_table, results_table
 from finetune.evaluate import (
     Category2Rule,
-    diagnostics_table,
     fraction_of_limit,
     limits_in_metric_units,
     load_limits,
-    results_table,
     score,
     write_results,
 )

@@ -7,7 +7,7 @@ from typing import Any
 from generator.api import report_page as page
 from generator.api import report_svg as svg
 
-from ..evaluate import METRIC_ROWS
+from ..eval_tables import METRIC_ROWS
 from .charts import confusion_counts, confusion_heatmap, price_scatter, xy_chart
 from .folder import RunFolder
 

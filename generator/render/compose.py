@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 from generator.render.palette import _EDGE, _detail_colours
 from generator.render.shapes import _SHAPES, SILHOUETTES, _plan
@@ -59,7 +59,11 @@ def render_with_mask(look: Look, size: int = 336, seed: int = 0) -> tuple[Image.
             md.line(seg(op), fill=255, width=width(params[0]), joint="curve")
         elif kind == "edge":   # drawn wider on the canvas: the rim left around the stroke is its outline
             cd.line(seg(op), fill=_EDGE, width=width(params[0]) + 2 * lw, joint="curve")
-    canvas.paste(_product_tile(look.texture, look.pattern, size, pose.mirrored), (0, 0), mask)
+    # The surface moves with the product: sheen bands and cables sit where they would on a centred
+    # product, wherever the pose puts it (the tile wraps round, but the product never spans the seam).
+    cx, cy = (pts.min(axis=0) + pts.max(axis=0)) / 2 - size / 2
+    tile = ImageChops.offset(_product_tile(look.texture, look.pattern, size, pose.mirrored), round(cx), round(cy))
+    canvas.paste(tile, (0, 0), mask)
     canvas.putpalette(_palette(rgb, look.pattern, pose))
     img = canvas.convert("RGB")
 
