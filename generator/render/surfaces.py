@@ -49,7 +49,7 @@ def _tex_knit(s):
     v = 0.16 * np.cos(2 * np.pi * (y / p + np.abs(u))) - 0.12 * (np.abs(u) > 0.4)
     # Cables of knit, a few across the body: the stitch itself does not survive a thumbnail.
     cables = np.cos(2 * np.pi * x / max(8.0, round(s / 14)))
-    return v + 0.09 * cables + 0.03 * _fine_noise(s, 4)
+    return v + 0.15 * cables + 0.03 * _fine_noise(s, 4)
 
 
 def _tex_quilted(s):
@@ -66,7 +66,7 @@ def _tex_canvas(s):
     weave = (((x // 2) + (y // 2)) % 2) - 0.5
     # Slubs: the heavy yarn's uneven thickness shows as horizontal bands, even in a thumbnail.
     slub = _smooth_noise(s, 14, 6)[:, :1] * np.ones((1, s), np.float32)
-    return 0.1 * weave + 0.11 * slub + 0.035 * _fine_noise(s, 7)
+    return 0.1 * weave + 0.16 * slub + 0.035 * _fine_noise(s, 7)
 
 
 def _tex_sheen(s):
@@ -76,8 +76,10 @@ def _tex_sheen(s):
 
 
 def _tex_suede(s):
-    # Brushed nap: broad light and dark patches where the pile lies one way or the other, no sheen.
-    return 0.13 * _smooth_noise(s, 5, 9) + 0.06 * _smooth_noise(s, 10, 18) + 0.05 * _fine_noise(s, 10)
+    # Brushed nap: broad light and dark patches where the pile lies one way or the other, no sheen, and
+    # blotches a thumbnail's few pixels across (leather's grain is finer and is lost there).
+    return (0.12 * _smooth_noise(s, 5, 9) + 0.12 * _smooth_noise(s, max(10, s // 16), 18)
+            + 0.05 * _fine_noise(s, 10))
 
 
 def _tex_denim(s):
@@ -91,7 +93,7 @@ def _tex_nylon(s):
     x, y = _grid(s)
     p = max(6.0, round(12 * s / 336))
     grid = ((x % p) < 1) | ((y % p) < 1)
-    waves = np.sin((x + 0.4 * y) / s * 9.0)
+    waves = np.sin((x + 0.4 * y) / s * 24.0)
     return 0.14 * waves - 0.06 * grid + 0.015 * _fine_noise(s, 13)
 
 
@@ -101,7 +103,7 @@ def _tex_wool(s):
     herring = (((x + np.where(col == 1, y, -y)) % 4) < 2) - 0.5
     # Heathered: mottling a few stitches across, under the herringbone.
     heather = _smooth_noise(s, max(8, s // 24), 19)
-    return 0.06 * herring + 0.06 * _smooth_noise(s, s // 6, 14) + 0.1 * heather + 0.05 * _fine_noise(s, 15)
+    return 0.06 * herring + 0.06 * _smooth_noise(s, s // 6, 14) + 0.17 * heather + 0.05 * _fine_noise(s, 15)
 
 
 def _tex_patent(s):
