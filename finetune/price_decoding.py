@@ -23,6 +23,9 @@ from typing import Any
 from .data import ANSWER_TEMPLATE, IGNORE_INDEX, Collator, format_price
 
 MAX_CANDIDATES = 64
+# Logits a scoring batch may hold (floats; 1 GiB in float32): the forward returns them at every position,
+# so a 150k-token vocabulary (Qwen) scores a few sequences at a time where tiny's 2k scores a whole batch.
+LOGITS_BUDGET = 2**28
 
 
 def candidates_by_category(train_rows: list[dict]) -> dict[str, list[float]]:
@@ -92,8 +95,13 @@ def mbr_prices(core, loaded, test_ds, answers: dict[int, Any], prompt: str, cand
     task = progress.add_task("price", total=len(rows)) if progress is not None else None
     try:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            for start in range(0, len(rows), batch_size):
+            start = 0
+            while start < len(rows):
                 batch = collator(rows[start:start + batch_size])
+                fit = _rows_within_budget(core, batch["input_ids"].shape[1])
+                if fit < len(batch[INDEX_KEY]):
+                    batch = collator(rows[start:start + fit])
+                start += len(batch[INDEX_KEY]) + len(batch[SKIPPED_KEY])
                 if batch[SKIPPED_KEY]:   # generation read these pictures: they cannot fail now
                     raise RuntimeError(f"price scoring could not read rows {batch[SKIPPED_KEY]}")
                 batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
@@ -108,4 +116,10 @@ def mbr_prices(core, loaded, test_ds, answers: dict[int, Any], prompt: str, cand
         per_row[idx][0].append(price)
         per_row[idx][1].append(lp)
     return {idx: least_expected_mape(prices, lps) for idx, (prices, lps) in per_row.items()}
+
+
+def _rows_within_budget(core, width: int) -> int:
+    head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
+    vocab = head.weight.shape[0] if head is not None and hasattr(head, "weight") else 1
+    return max(1, LOGITS_BUDGET // (width * vocab))
 

@@ -38,13 +38,14 @@ def test_the_rewritten_answer_parses_back():
     assert (parsed.title, parsed.category, parsed.price) == ("Honey Wool Scarf", "SCARVES", 490.0)
 
 
-def test_prices_are_scored_by_the_model_on_its_own_picture_and_answer():
+def test_prices_are_scored_by_the_model_on_its_own_picture_and_answer(monkeypatch):
     torch = pytest.importorskip("torch")
     from _ft_fixtures import indexed_rows_and_tokenizer
 
     from finetune.builtins import build_builtin
     from finetune.config import DEFAULT_QUESTION
     from finetune.data import Collator, build_prompt
+    from finetune import price_decoding
     from finetune.price_decoding import mbr_prices, sequence_log_probs
 
     rows, tokenizer = indexed_rows_and_tokenizer(8, seed=3)
@@ -76,3 +77,7 @@ def test_prices_are_scored_by_the_model_on_its_own_picture_and_answer():
     for i, price in got.items():
         assert price in candidates[rows[i]["category3_code"]]
     assert model.training is False
+    # A big vocabulary scores fewer sequences at a time (here one): the same answers.
+    monkeypatch.setattr(price_decoding, "LOGITS_BUDGET", 1)
+    again = mbr_prices(model, loaded, Test(), answers, prompt, candidates, batch_size=4, device=torch.device("cpu"))
+    assert again == got
