@@ -28,6 +28,7 @@ from typing import Any
 from generator.schema import IMAGE_COLUMN, REQUIRED_FOR_FINETUNE
 
 from .data import INDEX_KEY, SKIPPED_KEY, Collator, answer_text, decode_image, make_loader, model_inputs
+from . import price_decoding
 from .families import core_model, train_mode
 
 _FIELD = r"\s*[:=]\s*"
@@ -476,11 +477,8 @@ def evaluate(model, loaded, splits, prompt: str, *, batch_size: int = 32, max_ne
     texts = generate_texts(model, loaded, test, prompt, batch_size=batch_size, max_new_tokens=max_new_tokens,
                            device=device, bf16=bf16, num_workers=num_workers, progress=progress)
     train_rows, test_rows = _meta(splits["train"]), _meta(test)
-    greedy = None
+    greedy, prices = dict(texts), {}
     if price_mbr:
-        from . import price_decoding
-
-        greedy = score(texts, train_rows, test_rows).metrics["model"]["price_mape_all"]
         answers = {i: parse_answer(t) for i, t in texts.items()}
         prices = price_decoding.mbr_prices(core_model(model), loaded, test, answers, prompt,
                                            price_decoding.candidates_by_category(train_rows),
@@ -488,8 +486,12 @@ def evaluate(model, loaded, splits, prompt: str, *, batch_size: int = 32, max_ne
         texts = {i: price_decoding.answer_with_price(answers[i].title, answers[i].category, prices[i])
                  if i in prices else t for i, t in texts.items()}
     result = score(texts, train_rows, test_rows, limits=limits)
-    if greedy is not None:
-        result.metrics["model"]["price_mape_greedy"] = greedy
+    if price_mbr:
+        greedy_metrics = score(greedy, train_rows, test_rows).metrics["model"]
+        result.metrics["model"]["price_mape_greedy"] = greedy_metrics["price_mape_all"]
+        for p in result.predictions:   # what the model wrote, beside the answer scored
+            if p["index"] in prices:
+                p["greedy_prediction"] = greedy[p["index"]]
     result.dataset = test
     return result
 

@@ -21,7 +21,8 @@ def test_the_answer_minimises_the_expected_percentage_error_not_the_probability(
 
 
 def test_candidates_are_the_train_prices_of_each_category():
-    rows = ([{"category3_code": "SCARVES", "full_price": 490.0}] * 3 + [{"category3_code": "SCARVES", "full_price": 590.0}]
+    rows = ([{"category3_code": "SCARVES", "full_price": 490.0}] * 3
+            + [{"category3_code": "SCARVES", "full_price": 590.0}]
             + [{"category3_code": "BOOTS", "full_price": p} for p in (990.0, 1290.0)]
             + [{"category3_code": "BOOTS", "full_price": bad} for bad in (None, float("nan"), 0.0)])
     assert candidates_by_category(rows) == {"SCARVES": [490.0, 590.0], "BOOTS": [990.0, 1290.0]}
@@ -81,3 +82,34 @@ def test_prices_are_scored_by_the_model_on_its_own_picture_and_answer(monkeypatc
     monkeypatch.setattr(price_decoding, "LOGITS_BUDGET", 1)
     again = mbr_prices(model, loaded, Test(), answers, prompt, candidates, batch_size=4, device=torch.device("cpu"))
     assert again == got
+
+
+def test_evaluation_answers_the_scored_price_and_keeps_what_the_model_wrote(monkeypatch, tmp_path):
+    torch = pytest.importorskip("torch")
+    from _ft_fixtures import indexed_rows_and_tokenizer
+
+    import finetune.evaluate as evaluate_mod
+    from finetune.builtins import build_builtin
+    from finetune.config import DEFAULT_QUESTION
+    from finetune.data import INDEX_KEY, answer_text, build_prompt
+    from datasets import Dataset
+
+    rows, tokenizer = indexed_rows_and_tokenizer(12, seed=4)
+    loaded = build_builtin("tiny", tokenizer, seed=0)
+    plain = [{k: v for k, v in r.items() if k != INDEX_KEY} for r in rows]
+    splits = {"train": Dataset.from_list(plain[:8]), "test": Dataset.from_list(plain[8:])}
+    # What greedy generation wrote: the true answers with a price the train split never had.
+    written = {i: answer_text({**r, "full_price": 12345.0}) for i, r in enumerate(plain[8:])}
+    monkeypatch.setattr(evaluate_mod, "generate_texts", lambda *a, **k: dict(written))
+    result = evaluate_mod.evaluate(loaded.model, loaded, splits, build_prompt(loaded, DEFAULT_QUESTION),
+                                   batch_size=4, price_mbr=True)
+    train_prices = {(r["category3_code"], r["full_price"]) for r in plain[:8]}
+    scored = [p for p in result.predictions if "greedy_prediction" in p]
+    assert scored
+    for p in scored:
+        assert p["greedy_prediction"] == written[p["index"]]
+        assert (p["category3_code"], p["full_price"]) in train_prices
+    assert result.metrics["model"]["price_mape_greedy"] > result.metrics["model"]["price_mape_all"]
+    off = evaluate_mod.evaluate(loaded.model, loaded, splits, build_prompt(loaded, DEFAULT_QUESTION), batch_size=4)
+    assert "price_mape_greedy" not in off.metrics["model"]
+    assert all(p["full_price"] == 12345.0 for p in off.predictions if p["parsed"])
