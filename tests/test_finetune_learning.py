@@ -6,9 +6,11 @@ the image. The generator draws category3 as a silhouette with a random colour, m
 (generator/render/); generator/limits/ says a perfect reader scores category3 98-99 %, category2 100 %.
 
 Budget: 6 epochs instead of the default's 18 (the default 36-pass vision warm-up included: about 160 s
-on this suite's 2-core CPU). Measured with these settings on a 3,000-row catalogue (seed 0): category3
-94.0 %, category2 96.0 %, parse rate 100 %; the plain default run on the 3,040-row catalogue reaches
-94.7 % / 98.0 % (README). Before the warm-up, these settings gave 49.7 % / 60.9 % (seed-21 catalogue),
+on this suite's 2-core CPU). Measured with these settings on a 3,000-row catalogue (seed 0, the renderer
+of 2026-12-05): category3 92.3 %, category2 96.3 %, parse rate 100 %, price MAPE 43.5 % (greedy prices
+58.4 %, the category-median baseline 52.9 %, the limit 18.9 %); the plain default run on the 3,040-row
+catalogue reaches 93.1 % / 97.7 % / 24.6 % (README), and the accuracy benchmark asserts the issue's price
+target (1.3x the limit) at that full budget: a third of it does not reach it. Before the warm-up, these settings gave 49.7 % / 60.9 % (seed-21 catalogue),
 and the former Llava tiny (CLIP tower, now tiny-llava) 21 % / 30 %. Seeds are fixed; what varies between
 machines is the order of float sums.
 """
@@ -56,6 +58,9 @@ def test_tiny_learns_the_category_from_generated_images(tmp_path, capsys, record
         "category3_accuracy": model["category3_accuracy"], "category3_majority": majority["category3_accuracy"],
         "parse_rate": model["parse_rate"], "n_test": metrics["n_test"], "seconds": round(seconds, 1),
         "train_seconds": round(metrics["train"]["samples"] / metrics["train"]["samples_per_s"], 1),
+        "price_mape": model["price_mape_all"], "price_mape_greedy": model.get("price_mape_greedy"),
+        "price_mape_limit": metrics["limits"]["price_mape"],
+        "price_mape_category_median": metrics["baselines"]["category_median_price"]["price_mape_all"],
     }
     for key, value in summary.items():
         record_property(key, value)
@@ -65,6 +70,9 @@ def test_tiny_learns_the_category_from_generated_images(tmp_path, capsys, record
     # Issue 18's targets for the plain run, reached here on a third of its budget.
     assert model["category3_accuracy"] >= 0.85, summary
     assert model["category2_accuracy"] >= 0.95, summary
+    # The price: read from the picture beyond its category, and the least-expected-error answer beats greedy.
+    assert summary["price_mape"] < summary["price_mape_category_median"], summary
+    assert summary["price_mape"] < summary["price_mape_greedy"], summary
 
 
 TWIN_ROWS = 3000     # 2,700 train / 300 test rows
