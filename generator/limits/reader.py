@@ -54,9 +54,11 @@ class _Model:
         total1 = sum(c.weight for c in taxonomy.category1)
         trim_p = _trim_bucket_probabilities()
         # (silhouette, category1) -> {drawing class: probability}: the trim is the only thing that varies
-        self.drawings: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        drawings: dict[tuple[str, str], dict[int, float]] = defaultdict(lambda: defaultdict(float))
         for (s, c1, bucket), d in look.drawing.items():
-            self.drawings[(s, c1)][d] += trim_p[bucket]
+            drawings[(s, c1)][d] += trim_p[bucket]
+        # Plain dicts: a pair the renderer never draws is a KeyError, not a row that silently scores nothing.
+        self.drawings = {pair: dict(by_class) for pair, by_class in drawings.items()}
         # (texture class, pattern class, drawing class) -> the views that can show it
         self.index: dict[tuple, list[_View]] = defaultdict(list)
         for c1 in taxonomy.category1:
@@ -80,7 +82,7 @@ class _Model:
                                  mass=mass / mass.sum())
                     surface = (look.texture[m.texture], look.pattern[p.render])
                     for s, n in shares.items():
-                        view = _View(cell, n / len(c3.items), dict(self.drawings[(s, c1.code)]))
+                        view = _View(cell, n / len(c3.items), self.drawings[(s, c1.code)])
                         for d in view.drawings:
                             self.index[(*surface, d)].append(view)
         self._cache: dict[tuple, dict] = {}
