@@ -24,4 +24,5 @@ timeout ${T_TESTS:-240} python3 -m pytest tests/test_finetune_paths_agree.py tes
   -q -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/tests.txt"
 for m in default variant; do python3 -c "
 import json, sys; m = json.load(open('$OUT/${m}_metrics.json'))['model']
-print('$m', {k: round(m[k], 4) for k in ('parse_rate', 'category3_accuracy', 'category2_accuracy', 'price_mape')})"; done
+print('$m', {k: round(m[k], 4) for k in ('parse_rate', 'category3_accuracy', 'category2_accuracy', 'price_mape',
+                                         'price_mape_greedy') if k in m})"; done
