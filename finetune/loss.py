@@ -195,6 +195,15 @@ def _forward_takes_num_items(cls: type) -> bool:
 def answer_loss(model, batch: dict, *, num_items: int | None = None,
                 cache: FeatureStore | None = None) -> torch.Tensor:
     """Cross-entropy from logits computed only at the positions that predict answer tokens."""
+    logits, targets, index = answer_logits(model, batch, cache=cache)
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss / (num_items or max(index.numel(), 1))
+
+
+def answer_logits(model, batch: dict, *, cache: FeatureStore | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits, targets, index)``: the logits only at the flat ``[batch * seq]`` positions ``index`` that
+    predict an answer token, and those tokens. For a model ``supports_answer_loss`` accepts."""
     labels = batch["labels"]
     index = batch.get(ANSWER_INDEX_KEY)
     if index is None:
@@ -206,8 +215,7 @@ def answer_loss(model, batch: dict, *, num_items: int | None = None,
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
     logits = core_model(model).get_output_embeddings()(selected)
     targets = labels.reshape(-1).index_select(0, index + 1)
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-    return loss / (num_items or max(index.numel(), 1))
+    return logits, targets, index
 
 
 def backbone_hidden_states(model, inputs: dict, *, cache: FeatureStore | None = None,

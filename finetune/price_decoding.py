@@ -23,8 +23,9 @@ from typing import Any
 from .data import ANSWER_TEMPLATE, IGNORE_INDEX, Collator, format_price
 
 MAX_CANDIDATES = 64
-# Logits a scoring batch may hold (floats; 1 GiB in float32): the forward returns them at every position,
-# so a 150k-token vocabulary (Qwen) scores a few sequences at a time where tiny's 2k scores a whole batch.
+# Logits a scoring batch may hold (floats; 1 GiB in float32) where the forward returns them at every position
+# (a model ``loss.supports_answer_loss`` refuses: logit soft-capping or scaling, no separate head): a 150k-token
+# vocabulary scores a few sequences at a time. Elsewhere logits exist only at the answer tokens.
 LOGITS_BUDGET = 2**28
 
 
@@ -52,12 +53,20 @@ def answer_with_price(title: str, category: str, price: float) -> str:
 
 
 def sequence_log_probs(core, batch: dict) -> list[float]:
-    """Sum of the log-probabilities of each row's answer tokens (its labels), teacher-forced."""
+    """Sum of the log-probabilities of each row's answer tokens (its labels), teacher-forced: with logits
+    only where the answer is predicted, as the training loss computes them, where the model allows it."""
     import torch
+    import torch.nn.functional as F
 
-    from .loss import forward_inputs
+    from .loss import answer_logits, forward_inputs, supports_answer_loss
 
     labels = batch["labels"]
+    if supports_answer_loss(core):
+        logits, targets, index = answer_logits(core, batch)
+        per_token = -F.cross_entropy(logits.float(), targets, reduction="none")
+        rows = torch.div(index, labels.shape[1], rounding_mode="floor").to(per_token.device)
+        return torch.zeros(labels.shape[0], device=per_token.device).index_add_(0, rows, per_token).tolist()
+    # Other models (logit soft-capping or scaling, no separate head): the forward's logits at every position.
     logits = core(**forward_inputs(batch)).logits.float()
     shifted, targets = logits[:, :-1], labels[:, 1:].to(logits.device)
     mask = targets != IGNORE_INDEX
@@ -99,7 +108,7 @@ def mbr_prices(core, loaded, test_ds, answers: dict[int, Any], prompt: str, cand
             while start < len(rows):
                 batch = collator(rows[start:start + batch_size])
                 fit = _rows_within_budget(core, batch["input_ids"].shape[1])
-                if fit < len(batch[INDEX_KEY]):
+                if fit is not None and fit < len(batch[INDEX_KEY]):
                     batch = collator(rows[start:start + fit])
                 start += len(batch[INDEX_KEY]) + len(batch[SKIPPED_KEY])
                 if batch[SKIPPED_KEY]:   # generation read these pictures: they cannot fail now
@@ -118,7 +127,12 @@ def mbr_prices(core, loaded, test_ds, answers: dict[int, Any], prompt: str, cand
     return {idx: least_expected_mape(prices, lps) for idx, (prices, lps) in per_row.items()}
 
 
-def _rows_within_budget(core, width: int) -> int:
+def _rows_within_budget(core, width: int) -> int | None:
+    """How many ``width``-token sequences fit :data:`LOGITS_BUDGET`; None: no bound (answer-token logits)."""
+    from .loss import supports_answer_loss
+
+    if supports_answer_loss(core):
+        return None
     head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
     vocab = head.weight.shape[0] if head is not None and hasattr(head, "weight") else 1
     return max(1, LOGITS_BUDGET // (width * vocab))

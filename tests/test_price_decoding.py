@@ -78,8 +78,12 @@ def test_prices_are_scored_by_the_model_on_its_own_picture_and_answer(monkeypatc
     for i, price in got.items():
         assert price in candidates[rows[i]["category3_code"]]
     assert model.training is False
-    # A big vocabulary scores fewer sequences at a time (here one): the same answers.
+    # A model whose forward gives logits at every position (no answer-token path), with a big vocabulary,
+    # scores fewer sequences at a time (here one): the same scores and answers.
+    monkeypatch.setattr("finetune.loss.supports_answer_loss", lambda model: False)
     monkeypatch.setattr(price_decoding, "LOGITS_BUDGET", 1)
+    with torch.no_grad():
+        assert sequence_log_probs(model, batch) == pytest.approx(scores, rel=1e-5)
     again = mbr_prices(model, loaded, Test(), answers, prompt, candidates, batch_size=4, device=torch.device("cpu"))
     assert again == got
 
