@@ -12,9 +12,10 @@ from generator import limits
 from generator.api import GenerateConfig, SyntheticRows, generate_to_dir, write_run
 from generator.card import LIMITS_HEADING, render_limits_section
 from generator.catalog import Catalog
-from generator.limits.appearance import _trim_bucket, _trim_bucket_probabilities
+from generator.limits.appearance import _trim_bucket_probabilities
 from generator.limits.titles import _Rows
 from generator.render import shapes, surfaces
+from generator.render.geometry import trim_bucket
 from generator.taxonomy import load
 from generator.writer import plan_splits
 
@@ -135,7 +136,7 @@ def test_the_reader_knows_how_often_the_catalog_draws_each_trim():
     probabilities = _trim_bucket_probabilities()
     assert sum(probabilities) == pytest.approx(1.0)
     catalog, n = Catalog(load("burberry_us"), seed=5), 20_000
-    counts = collections.Counter(_trim_bucket(catalog.product(i).look.trim) for i in range(n))
+    counts = collections.Counter(trim_bucket(catalog.product(i).look.trim) for i in range(n))
     for bucket, p in enumerate(probabilities):
         assert abs(counts[bucket] / n - p) < 4 * math.sqrt(p * (1 - p) / n), bucket
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from generator.render import shapes, surfaces
-from generator.render.geometry import _Builder
+from generator.render.geometry import TRIM_BUCKETS, _Builder
 from generator.render.palette import _GAINS, _pattern_colours
 from generator.render.studio import _pose, _product_palette, _transform
 from generator.schema import Look
@@ -21,7 +21,6 @@ from generator.taxonomy import Taxonomy
 COLOUR_ALIKE_LEVELS = 10.0
 _PROBE_SIZE = 64          # texture / pattern tiles are compared at this size
 _POSE_PROBES = 64         # variants sampled from render._pose to learn its light settings
-_TRIM_BUCKETS = 11        # render_with_mask draws round(clamp(trim, 0, 1) * 10)
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def appearance(taxonomy: Taxonomy, *, colour_alike: float = COLOUR_ALIKE_LEVELS)
         for c3 in c2.category3:
             for item in c3.items:
                 sold[item.silhouette].update(c1 for c1 in c3.category1 if c1 in c2.weights)
-    cells = [(s, c1, k) for s in sorted(sold) for c1 in sorted(sold[s]) for k in range(_TRIM_BUCKETS)]
+    cells = [(s, c1, k) for s in sorted(sold) for c1 in sorted(sold[s]) for k in range(TRIM_BUCKETS)]
     drawing = _classes(cells, lambda cell: _drawing_fingerprint(*cell))
 
     textures = sorted({m.texture for m in taxonomy.materials})
@@ -149,16 +148,11 @@ def appearance(taxonomy: Taxonomy, *, colour_alike: float = COLOUR_ALIKE_LEVELS)
     return Appearance(drawing=drawing, texture=texture, pattern=pattern, colour=colour, colour_distance=alike)
 
 
-def _trim_bucket(trim: float) -> int:
-    """As ``render.render_with_mask`` quantises ``Look.trim`` for its drawing plan."""
-    return int(round(min(1.0, max(0.0, trim)) * 10))
-
-
 def _trim_bucket_probabilities() -> tuple[float, ...]:
     """P(bucket) of a row's trim: the catalog draws ``Look.trim`` uniform on (0, 1), independent of
-    every label, and :func:`_trim_bucket` rounds it to tenths (so 0 and 1 get half a tenth each)."""
-    step = 1 / (_TRIM_BUCKETS - 1)
-    return tuple(min(1.0, (k + 0.5) * step) - max(0.0, (k - 0.5) * step) for k in range(_TRIM_BUCKETS))
+    every label, and ``render.geometry.trim_bucket`` rounds it to tenths (so 0 and 1 get half a tenth each)."""
+    step = 1 / (TRIM_BUCKETS - 1)
+    return tuple(min(1.0, (k + 0.5) * step) - max(0.0, (k - 0.5) * step) for k in range(TRIM_BUCKETS))
 
 
 def _untrimmed_classes(look: Appearance) -> dict[tuple[str, str], int]:

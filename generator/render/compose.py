@@ -6,6 +6,7 @@ import math
 
 from PIL import Image, ImageChops, ImageDraw
 
+from generator.render.geometry import trim_bucket
 from generator.render.palette import _EDGE, _detail_colours
 from generator.render.shapes import _SHAPES, SILHOUETTES, _plan
 from generator.render.studio import _background_tile, _cast_shadow, _palette, _pose, _transform
@@ -33,7 +34,7 @@ def render_with_mask(look: Look, size: int = 336, seed: int = 0) -> tuple[Image.
     _validate(look, size)
     rgb = tuple(int(c) for c in look.rgb)
     pose = _pose(seed, look.variant)
-    plan = _plan(look.silhouette, look.category1, int(round(min(1.0, max(0.0, look.trim)) * 10)))
+    plan = _plan(look.silhouette, look.category1, trim_bucket(look.trim))
     pts, half = _transform(plan, look, pose, size)
     flat = pts.ravel().tolist()
     lw = max(1, round(size / 224))

@@ -77,6 +77,14 @@ class _Plan:
     body_end: int         # ops[:body_end] build the mask
 
 
+TRIM_BUCKETS = 11   # Look.trim in 0..1 is drawn at one of these levels: 0, 0.1, ..., 1
+
+
+def trim_bucket(trim: float) -> int:
+    """The level (0..TRIM_BUCKETS - 1) a ``Look.trim`` is drawn at: clamped to 0..1, rounded to tenths."""
+    return int(round(min(1.0, max(0.0, trim)) * (TRIM_BUCKETS - 1)))
+
+
 class _Builder:
     """Collects a silhouette's operations; `trim` is the trim bucket in [0, 1] (``Look.trim``)."""
 
