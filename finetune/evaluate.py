@@ -483,8 +483,8 @@ def evaluate(model, loaded, splits, prompt: str, *, batch_size: int = 32, max_ne
         prices = price_decoding.mbr_prices(core_model(model), loaded, test, answers, prompt,
                                            price_decoding.candidates_by_category(train_rows),
                                            batch_size=batch_size, device=device, bf16=bf16, progress=progress)
-        texts = {i: price_decoding.answer_with_price(answers[i].title, answers[i].category, prices[i])
-                 if i in prices else t for i, t in texts.items()}
+        texts = {i: answer_text({"title": answers[i].title, "category3_code": answers[i].category,
+                                 "full_price": prices[i]}) if i in prices else t for i, t in texts.items()}
     result = score(texts, train_rows, test_rows, limits=limits)
     if price_mbr:
         greedy_metrics = score(greedy, train_rows, test_rows).metrics["model"]

@@ -20,7 +20,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Any
 
-from .data import ANSWER_TEMPLATE, IGNORE_INDEX, Collator, format_price
+from .data import IGNORE_INDEX, Collator
 
 MAX_CANDIDATES = 64
 # Logits a scoring batch may hold (floats; 1 GiB in float32) where the forward returns them at every position
@@ -46,10 +46,6 @@ def least_expected_mape(prices: list[float], log_probs: list[float]) -> float:
     weights = [math.exp(lp - top) for lp in log_probs]
     total = sum(weights)
     return min(prices, key=lambda a: sum(w * abs(a - y) / y for w, y in zip(weights, prices)) / total)
-
-
-def answer_with_price(title: str, category: str, price: float) -> str:
-    return ANSWER_TEMPLATE.format(title=title, category3_code=category, full_price=format_price(price))
 
 
 def sequence_log_probs(core, batch: dict) -> list[float]:

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from finetune.evaluate import ParsedAnswer
-from finetune.price_decoding import MAX_CANDIDATES, answer_with_price, candidates_by_category, least_expected_mape
+from finetune.data import answer_text
+from finetune.price_decoding import MAX_CANDIDATES, candidates_by_category, least_expected_mape
 
 
 def test_the_answer_minimises_the_expected_percentage_error_not_the_probability():
@@ -35,7 +36,7 @@ def test_candidates_are_the_train_prices_of_each_category():
 def test_the_rewritten_answer_parses_back():
     from finetune.evaluate import parse_answer
 
-    parsed = parse_answer(answer_with_price("Honey Wool Scarf", "SCARVES", 490))
+    parsed = parse_answer(answer_text({"title": "Honey Wool Scarf", "category3_code": "SCARVES", "full_price": 490}))
     assert (parsed.title, parsed.category, parsed.price) == ("Honey Wool Scarf", "SCARVES", 490.0)
 
 
@@ -89,13 +90,13 @@ def test_prices_are_scored_by_the_model_on_its_own_picture_and_answer(monkeypatc
 
 
 def test_evaluation_answers_the_scored_price_and_keeps_what_the_model_wrote(monkeypatch, tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from _ft_fixtures import indexed_rows_and_tokenizer
 
     import finetune.evaluate as evaluate_mod
     from finetune.builtins import build_builtin
     from finetune.config import DEFAULT_QUESTION
-    from finetune.data import INDEX_KEY, answer_text, build_prompt
+    from finetune.data import INDEX_KEY, build_prompt
     from datasets import Dataset
 
     rows, tokenizer = indexed_rows_and_tokenizer(12, seed=4)
