@@ -200,12 +200,14 @@ def test_colour_is_recoverable_from_the_image():
 
 
 def _near_duplicate_share(images, bits: int = 4) -> float:
-    from generator.privacy.measures import hash_distances, phash_pair
+    """The privacy report's near-duplicate rate (generator/privacy) of ``images``."""
+    from generator.privacy.measures import phash_pair
+    from generator.privacy.report import _near_duplicates
 
     pairs = [phash_pair(im) for im in images]
     hashes = np.array([h for h, _ in pairs], dtype=np.uint64)
     mirrors = np.array([m for _, m in pairs], dtype=np.uint64)
-    return float((hash_distances(hashes, mirrors, np.arange(len(images))).min(axis=1) <= bits).mean())
+    return _near_duplicates(hashes, mirrors, bits)["rate"]
 
 
 def test_few_catalogue_photos_have_a_near_duplicate():
