@@ -20,6 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 import _ft_fixtures as fx
+import test_families as first
+import test_families_more as more
+from test_families import built_models
 
 pytestmark = pytest.mark.slow
 
@@ -257,16 +260,9 @@ def _mixed_micro_batches(dataset: Path, model_dir: Path, steps: int) -> int:
     return sum((b[0] in TEXT_ONLY) != (b[1] in TEXT_ONLY) for b in batches)
 
 
-def _family_model(family: str, work: Path) -> Path:
-    """The tiny random model of a family, built once for the module by tests/test_families.py's and
-    tests/test_families_more.py's builders."""
-    from test_families import BUILDERS
-    from test_families_more import BUILDERS as MORE
-
-    model = work / f"{family}-model"
-    if not model.exists():
-        {**BUILDERS, **MORE}[family](model)
-    return model
+# The tiny random model of a family, built once for the module by tests/test_families.py's and
+# tests/test_families_more.py's builders.
+built = built_models({**first.BUILDERS, **more.BUILDERS})
 
 
 # Families whose text-only rows are skipped, not trained: Mllama's cross-attention cannot batch them
@@ -288,7 +284,7 @@ CASE_IDS = ["tiny-fsdp-tower-trains", "llava-fsdp-tower-frozen", "llava-ddp-lora
 
 
 @pytest.mark.parametrize("family, method", CASES, ids=CASE_IDS)
-def test_a_process_without_an_image_does_not_hang(family, method, work):
+def test_a_process_without_an_image_does_not_hang(family, method, work, built):
     """Full fine-tuning runs under FSDP (tiny and the other families train their tower, LLaVA's stays
     frozen), LoRA under DDP (LLaVA's tower and projector in full). Each of 4 steps gives each process one
     row; some give one process a text-only row while the other has an image. Without every process
@@ -299,7 +295,7 @@ def test_a_process_without_an_image_does_not_hang(family, method, work):
     dataset = work / "text-only"
     if not dataset.exists():
         _text_only_dataset(dataset)
-    model = "tiny" if family == "tiny" else str(_family_model(family, work))
+    model = "tiny" if family == "tiny" else str(built(family))
     out = work / f"text-only-run-{family}-{method}"
     # No LoRA dropout: one process and two draw different masks.
     settings = "train_vision = true\nlora_dropout = 0.0\n" if method == "lora" else ""
