@@ -1,4 +1,4 @@
 """``python -m finetune`` is ``run-finetune``."""
-from finetune.cli import main
+from finetune.cli import entry
 
-raise SystemExit(main())
+entry()

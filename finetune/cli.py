@@ -226,6 +226,35 @@ def _export(argv: Sequence[str]) -> int:
     return 0
 
 
+def entry() -> typing.NoReturn:
+    """The ``run-finetune`` command (and ``python -m finetune``): ``main`` and the process's exit."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise SystemExit(main())
+    try:
+        code = main()
+    except SystemExit as done:   # _fail's one-line error, argparse's --help
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    _exit_launched_worker(code)
+
+
+def _exit_launched_worker(code: int) -> typing.NoReturn:
+    """End a process started by torchrun / accelerate launch without the interpreter's teardown.
+
+    The run is over by now: the process group destroyed, the tracker finished, the files written. A
+    normal exit then destroys the collective backend's C++ objects during interpreter finalization
+    and static destruction, where a worker thread still alive aborts the process ("terminate called
+    without an active exception", SIGABRT; see pytorch/pytorch#179291). CI saw it once in a finished
+    two-process FSDP run, and the launcher failed the whole run for it. ``os._exit`` skips that
+    teardown; the output streams are flushed first. Only the command does this: ``main`` returns.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:

@@ -280,3 +280,38 @@ def test_python_dash_m_finetune(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("run-finetune: error: dataset path")
+
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("outcome, code", [("done", 0), ("one-line error", 2)])
+def test_a_launched_worker_ends_without_the_interpreter_teardown(monkeypatch, capsys, outcome, code):
+    """Under torchrun (WORLD_SIZE > 1) the command leaves through os._exit with the run's exit code, after
+    flushing its output: the backend's C++ threads torn down in interpreter finalization once aborted a
+    finished two-process run (SIGABRT, and the launcher failed the run). main() itself still returns."""
+    def run(config):
+        if outcome == "done":
+            print("done: 1 steps")
+            return 0
+        cli._fail("the dataset is bad", 2)
+
+    def exit_now(status):
+        raise _Exited(status)
+
+    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    monkeypatch.setattr(cli.sys, "argv", ["run-finetune", "--max-steps", "1"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(_Exited) as exited:
+        cli.entry()
+    assert exited.value.args == (code,)
+    assert ("done: 1 steps" in capsys.readouterr().out) == (outcome == "done")
+    if outcome == "done":
+        assert cli.main(["--max-steps", "1"]) == 0
+    monkeypatch.setenv("WORLD_SIZE", "1")   # one process: a plain exit, the interpreter ends as usual
+    with pytest.raises(SystemExit) as plain:
+        cli.entry()
+    assert plain.value.code == code
