@@ -4,7 +4,8 @@
 # run 0008 compared `bf16 = false` through a config file), and the tests that compare the training and
 # generation paths on CUDA. One call:
 #   bash bench/gpu/accuracy.sh     (needs .whl/ from `../shared/tools/device-wheels trl liger-kernel`, and $OUT)
-# Writes $OUT/gpu.txt, $OUT/{default,variant}_metrics.json, their logs and train logs, and $OUT/tests.txt.
+# RUN3, if set, is a third run beside them (variant2).
+# Writes $OUT/gpu.txt, $OUT/{default,variant,variant2}_metrics.json, their logs and train logs, and $OUT/tests.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline HF_HUB_OFFLINE=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -18,11 +19,14 @@ run() {  # name, extra flags
   /usr/bin/time -v python3 -m finetune --out "/tmp/run-$1" "${@:2}" > "$OUT/$1.log" 2>&1
   cp "/tmp/run-$1/metrics.json" "$OUT/$1_metrics.json"; cp "/tmp/run-$1/train_log.jsonl" "$OUT/$1_train_log.jsonl"
 }
-run default & run variant ${RUN2:---answer-noise 0} & wait
-grep -hE "Elapsed|Maximum resident" "$OUT/default.log" "$OUT/variant.log"
+runs=(default variant)
+run default & run variant ${RUN2:---answer-noise 0} &
+if [ -n "${RUN3:-}" ]; then runs+=(variant2); run variant2 $RUN3 & fi
+wait
+for m in "${runs[@]}"; do echo "$m: $(grep -hE "Command being timed" "$OUT/$m.log")"; grep -hE "Elapsed|Maximum resident" "$OUT/$m.log"; done
 timeout ${T_TESTS:-240} python3 -m pytest tests/test_finetune_paths_agree.py tests/test_finetune_loss.py tests/test_feature_cache.py \
   -q -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/tests.txt"
-for m in default variant; do python3 -c "
+for m in "${runs[@]}"; do python3 -c "
 import json, sys; m = json.load(open('$OUT/${m}_metrics.json'))['model']
 print('$m', {k: round(m[k], 4) for k in ('parse_rate', 'category3_accuracy', 'category2_accuracy', 'price_mape',
                                          'price_mape_greedy') if k in m})"; done
