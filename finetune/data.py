@@ -22,6 +22,10 @@ from generator.schema import ANSWER_TEMPLATE, IMAGE_COLUMN, REQUIRED_FOR_FINETUN
 from .errors import FinetuneError
 from .families import family_of, family_of_processor
 
+# Columns kept where the dataset has them, beside REQUIRED_FOR_FINETUNE: not in the answer, but the vision
+# warm-up learns from the department (finetune/vision_warmup.py).
+AUXILIARY_COLUMNS: tuple[str, ...] = ("category1_code",)
+
 # datasets, PIL and torch are imported in the functions that use them: scoring (finetune/evaluate.py)
 # imports this module and runs without torch.
 
@@ -115,7 +119,8 @@ def load_splits(source: str, *, seed: int = 0, test_fraction: float = 0.1):
             dsd = datasets.DatasetDict({"train": parts["train"], "test": parts["test"]})
     out = {}
     for split in ("train", "test"):
-        ds = dsd[split].select_columns(list(REQUIRED_FOR_FINETUNE))
+        kept = [*REQUIRED_FOR_FINETUNE, *(c for c in AUXILIARY_COLUMNS if c in dsd[split].column_names)]
+        ds = dsd[split].select_columns(kept)
         ds = ds.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
         out[split] = _drop_incomplete(ds, split)
     if len(out["train"]) == 0 or len(out["test"]) == 0:
