@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=_number("--num-workers", int, 0), help="DataLoader worker processes")
     p.add_argument("--max-eval-samples", type=_number("--max-eval-samples", int, 1),
                    help="evaluate on the first N test rows")
+    p.add_argument("--warmup-department", action=argparse.BooleanOptionalAction,
+                   help="the vision warm-up also learns category1_code (the department: it sets the price but is "
+                        "not in the answer); off by default")
     p.add_argument("--price-mbr", action=argparse.BooleanOptionalAction,
                    help="answer the price the model's own probabilities say is least wrong in percent, among the "
                         "train split's prices of the answered category (default); --no-price-mbr: the greedy price")

@@ -180,7 +180,8 @@ class Recipe:
             return
         t0 = time.perf_counter()
         history = vision_warmup.warm_up(model, self.loaded.processor.image_processor, self.splits["train"],
-                                       vision_warmup.WarmupConfig(epochs=cfg.vision_warmup_epochs, seed=cfg.seed),
+                                       vision_warmup.WarmupConfig(epochs=cfg.vision_warmup_epochs, seed=cfg.seed,
+                                                                  department=cfg.warmup_department),
                                        console=self.console)
         self.warmup_seconds = time.perf_counter() - t0
         self.out.mkdir(parents=True, exist_ok=True)

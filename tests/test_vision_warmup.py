@@ -45,11 +45,11 @@ def test_targets_are_what_the_answers_say():
 
 
 
-def test_the_department_is_a_target_where_the_data_has_several(tmp_path):
+def test_the_department_is_a_target_where_asked_and_the_data_has_several(tmp_path):
     """category1_code is not in the answer, but it sets the price (a kids' item costs about a third of an
-    adult's) and the catalogue draws it as the product's size: the loader keeps the column and the warm-up
-    reads it with its own head. On the default catalogue this took plain run-finetune's price MAPE from
-    24.6 to 21.8 %. One department (or none) adds nothing."""
+    adult's) and the catalogue draws it as the product's size: the loader keeps the column and, with
+    ``warmup_department``, the warm-up reads it with its own head (on the default catalogue, plain
+    run-finetune's price MAPE 24.6 -> 21.8 %). Not asked, or one department, adds nothing."""
     from finetune.data import load_splits
 
     dsd = fx.make_dataset(n_train=24, n_test=4)
@@ -57,15 +57,20 @@ def test_the_department_is_a_target_where_the_data_has_several(tmp_path):
     dsd = dsd.map(lambda row, i: {"category1_code": departments[i % 3]}, with_indices=True)
     split = load_splits(str(fx.write_parquet(dsd, tmp_path / "data")))["train"]
     assert "category1_code" in split.column_names
-    targets = vision_warmup.Targets.of(split)
+    assert vision_warmup.Targets.of(split).department is None   # off unless asked
+    targets = vision_warmup.Targets.of(split, department=True)
     assert targets.departments == 3
     assert [sorted(departments)[i] for i in targets.department.tolist()] == split["category1_code"]
     loaded = _tiny()
     history = vision_warmup.warm_up(loaded.model, loaded.processor.image_processor, split,
-                                    vision_warmup.WarmupConfig(epochs=2, batch_size=8), console=QUIET)
+                                    vision_warmup.WarmupConfig(epochs=2, batch_size=8, department=True),
+                                    console=QUIET)
     assert all(set(h) == {"category", "words", "price", "department"} for h in history), history
     assert all(math.isfinite(h["department"]) for h in history)
-    one = vision_warmup.Targets.of(fx.make_dataset(n_train=8, n_test=1)["train"])   # every row WOMAN
+    from finetune.cli import parse_config
+    assert parse_config(["--warmup-department"]).warmup_department is True
+    assert parse_config([]).warmup_department is False
+    one = vision_warmup.Targets.of(fx.make_dataset(n_train=8, n_test=1)["train"], department=True)  # all WOMAN
     assert one.department is None and one.departments == 0
 
 def test_warm_up_teaches_the_vision_side_alone_and_deterministically():
