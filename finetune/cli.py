@@ -231,13 +231,18 @@ def _export(argv: Sequence[str]) -> int:
 
 def entry() -> typing.NoReturn:
     """The ``run-finetune`` command (and ``python -m finetune``): ``main`` and the process's exit."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not _launched():
         raise SystemExit(main())
     try:
         code = main()
     except SystemExit as done:   # _fail's one-line error, argparse's --help
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     _exit_launched_worker(code)
+
+
+def _launched() -> bool:
+    """Whether this process is one of several started by torchrun / accelerate launch (read without torch)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _exit_launched_worker(code: int) -> typing.NoReturn:
@@ -297,7 +302,7 @@ def _run(config) -> int:
     console = Console(stderr=True)
     try:
         if config.dataset is None:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if _launched():
                 raise FinetuneError("several processes would all generate the default catalogue at once: run "
                                     "gen-samples first and pass its folder with --dataset")
             config.dataset = default_dataset(console)

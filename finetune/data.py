@@ -24,7 +24,8 @@ from .families import family_of, family_of_processor
 
 # Columns kept where the dataset has them, beside REQUIRED_FOR_FINETUNE: not in the answer, but the vision
 # warm-up learns from the department (finetune/vision_warmup.py).
-AUXILIARY_COLUMNS: tuple[str, ...] = ("category1_code",)
+DEPARTMENT_COLUMN = "category1_code"
+AUXILIARY_COLUMNS: tuple[str, ...] = (DEPARTMENT_COLUMN,)
 
 # datasets, PIL and torch are imported in the functions that use them: scoring (finetune/evaluate.py)
 # imports this module and runs without torch.

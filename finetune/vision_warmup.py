@@ -35,7 +35,7 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .data import IMAGE_COLUMN, decode_image
+from .data import DEPARTMENT_COLUMN, IMAGE_COLUMN, decode_image
 from .errors import FinetuneError
 from .families.base import core_model
 from .models import under, vision_module_names
@@ -45,7 +45,6 @@ WEIGHTS = "vision_warmup.safetensors"
 # so that it weighs about as much as the category's cross-entropy.
 WORDS_WEIGHT = 10.0
 CHUNK = 256   # pictures decoded and processed together
-DEPARTMENT = "category1_code"
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,10 @@ class Targets:
                 words[row, index[w]] = 1.0
         prices = [float(p) for p in split["full_price"]]
         read, departments = None, 0
-        if department and DEPARTMENT in split.column_names:
-            names = sorted({str(c) for c in split[DEPARTMENT]})
+        if department and DEPARTMENT_COLUMN in split.column_names:
+            names = sorted({str(c) for c in split[DEPARTMENT_COLUMN]})
             if len(names) > 1:
-                read = torch.tensor([names.index(str(c)) for c in split[DEPARTMENT]])
+                read = torch.tensor([names.index(str(c)) for c in split[DEPARTMENT_COLUMN]])
                 departments = len(names)
         return cls(category=torch.tensor([categories.index(str(c)) for c in split["category3_code"]]),
                    words=words, log_price=torch.tensor([math.log(max(p, 1.0)) for p in prices]),
