@@ -4,8 +4,8 @@
 # run 0008 compared `bf16 = false` through a config file), and the tests that compare the training and
 # generation paths on CUDA. One call:
 #   bash bench/gpu/accuracy.sh     (needs .whl/ from `../shared/tools/device-wheels trl liger-kernel`, and $OUT)
-# RUN3, if set, is a third run beside them (variant2).
-# Writes $OUT/gpu.txt, $OUT/{default,variant,variant2}_metrics.json, their logs and train logs, and $OUT/tests.txt.
+# RUN3 and RUN4, if set, are a third and fourth run beside them (variant2, variant3).
+# Writes $OUT/gpu.txt, $OUT/{default,variant,variant2,variant3}_metrics.json, their logs and train logs, and $OUT/tests.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline HF_HUB_OFFLINE=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -22,6 +22,7 @@ run() {  # name, extra flags
 runs=(default variant)
 run default & run variant ${RUN2:---answer-noise 0} &
 if [ -n "${RUN3:-}" ]; then runs+=(variant2); run variant2 $RUN3 & fi
+if [ -n "${RUN4:-}" ]; then runs+=(variant3); run variant3 $RUN4 & fi
 wait
 for m in "${runs[@]}"; do echo "$m: $(grep -hE "Command being timed" "$OUT/$m.log")"; grep -hE "Elapsed|Maximum resident" "$OUT/$m.log"; done
 timeout ${T_TESTS:-240} python3 -m pytest tests/test_finetune_paths_agree.py tests/test_finetune_loss.py tests/test_feature_cache.py \
