@@ -211,3 +211,22 @@ def test_a_new_run_does_not_read_a_warm_up_it_finds(tmp_path):
     (tmp_path / "b" / vision_warmup.WEIGHTS).write_bytes(left)
     train(fx.tiny_config(data, tmp_path / "b", seed=2, **settings))
     assert (tmp_path / "b" / vision_warmup.WEIGHTS).read_bytes() != left
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pictures_kept_on_the_gpu_give_the_host_batches():
+    # On a GPU the fixed-size pictures move to the device once, so a step's gather and mirror run there
+    # (on the host, with four runs sharing the cores, they took ~0.1 s a step: bench/gpu/warmup_speed.py).
+    from finetune.tokenizer import train_tokenizer
+
+    split = fx.make_dataset(n_train=16, n_test=1)["train"]
+    loaded = build_builtin("tiny", train_tokenizer(["a stand-in text"], vocab_size=300), seed=0)
+    host = vision_warmup.Pictures(split, loaded.processor.image_processor, mirror=True)
+    cuda = torch.device("cuda")
+    kept = vision_warmup.Pictures(split, loaded.processor.image_processor, mirror=True).to(cuda)
+    assert kept.tensor.device.type == "cuda" and host.tensor.device.type == "cpu"
+    rows, mirrored = torch.tensor([3, 0, 3, 15]), torch.tensor([False, True, True, False])
+    for dtype in (torch.float32, torch.bfloat16):
+        want = host.batch(rows, mirrored, torch.device("cpu"), dtype)["pixel_values"]
+        got = kept.batch(rows, mirrored, cuda, dtype)["pixel_values"]
+        assert got.device.type == "cuda" and got.dtype == dtype and torch.equal(got.cpu(), want)
