@@ -20,6 +20,10 @@ run() {  # name, extra flags
   cp "/tmp/run-$1/metrics.json" "$OUT/$1_metrics.json"; cp "/tmp/run-$1/train_log.jsonl" "$OUT/$1_train_log.jsonl"
 }
 runs=(default variant)
+# The runs share the host's cores: each takes its share of torch's threads, not all of them (in run 0011 four
+# runs at 16 threads each spent 0.12 s a warm-up step; bench/results/gpu/h100_0011_README.md).
+n=$((2 + ${RUN3:+1} + ${RUN4:+1}))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
 run default & run variant ${RUN2:---answer-noise 0} &
 if [ -n "${RUN3:-}" ]; then runs+=(variant2); run variant2 $RUN3 & fi
 if [ -n "${RUN4:-}" ]; then runs+=(variant3); run variant3 $RUN4 & fi
