@@ -83,24 +83,28 @@ class Targets:
 
     @classmethod
     def of(cls, split, *, department: bool = False) -> "Targets":
-        categories = sorted({str(c) for c in split["category3_code"]})
-        vocabulary = sorted({w for t in split["title"] for w in str(t).split()})
+        category, categories = _class_indices(split["category3_code"])
+        titles = split["title"]
+        vocabulary = sorted({w for t in titles for w in str(t).split()})
         index = {w: i for i, w in enumerate(vocabulary)}
         words = torch.zeros(len(split), len(vocabulary))
-        for row, title in enumerate(split["title"]):
+        for row, title in enumerate(titles):
             for w in str(title).split():
                 words[row, index[w]] = 1.0
         prices = [float(p) for p in split["full_price"]]
         read, departments = None, 0
         if department and DEPARTMENT_COLUMN in split.column_names:
-            names = sorted({str(c) for c in split[DEPARTMENT_COLUMN]})
-            if len(names) > 1:
-                read = torch.tensor([names.index(str(c)) for c in split[DEPARTMENT_COLUMN]])
-                departments = len(names)
-        return cls(category=torch.tensor([categories.index(str(c)) for c in split["category3_code"]]),
-                   words=words, log_price=torch.tensor([math.log(max(p, 1.0)) for p in prices]),
-                   categories=len(categories), vocabulary=len(vocabulary),
-                   department=read, departments=departments)
+            read, departments = _class_indices(split[DEPARTMENT_COLUMN])
+            if departments < 2:
+                read, departments = None, 0
+        return cls(category=category, words=words, log_price=torch.tensor([math.log(max(p, 1.0)) for p in prices]),
+                   categories=categories, vocabulary=len(vocabulary), department=read, departments=departments)
+
+
+def _class_indices(values) -> tuple[torch.Tensor, int]:
+    """Each value's index among the column's sorted distinct values (as strings), and how many there are."""
+    names = {name: i for i, name in enumerate(sorted({str(v) for v in values}))}
+    return torch.tensor([names[str(v)] for v in values]), len(names)
 
 
 def pooled_features(model, inputs: dict[str, torch.Tensor], images: int, *, tower: bool = True) -> torch.Tensor:
