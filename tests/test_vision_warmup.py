@@ -216,7 +216,8 @@ def test_a_new_run_does_not_read_a_warm_up_it_finds(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_pictures_kept_on_the_gpu_give_the_host_batches():
     # On a GPU the fixed-size pictures move to the device once, so a step's gather and mirror run there
-    # (on the host, with four runs sharing the cores, they took ~0.1 s a step: bench/gpu/warmup_speed.py).
+    # (run 0011: with the pictures on the host and four runs sharing its cores, a warm-up step took 0.12 s;
+    # bench/gpu/warmup_speed.py times the two).
     from finetune.tokenizer import train_tokenizer
 
     split = fx.make_dataset(n_train=16, n_test=1)["train"]

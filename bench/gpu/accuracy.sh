@@ -19,14 +19,14 @@ run() {  # name, extra flags
   /usr/bin/time -v python3 -m finetune --out "/tmp/run-$1" "${@:2}" > "$OUT/$1.log" 2>&1
   cp "/tmp/run-$1/metrics.json" "$OUT/$1_metrics.json"; cp "/tmp/run-$1/train_log.jsonl" "$OUT/$1_train_log.jsonl"
 }
-runs=(default variant)
+runs=(default variant) flags=("" "${RUN2:---answer-noise 0}")
+if [ -n "${RUN3:-}" ]; then runs+=(variant2) flags+=("$RUN3"); fi
+if [ -n "${RUN4:-}" ]; then runs+=(variant3) flags+=("$RUN4"); fi
 # The runs share the host's cores: each takes its share of torch's threads, not all of them (in run 0011 four
 # runs at 16 threads each spent 0.12 s a warm-up step; bench/results/gpu/h100_0011_README.md).
-n=$((2 + ${RUN3:+1} + ${RUN4:+1}))
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
-run default & run variant ${RUN2:---answer-noise 0} &
-if [ -n "${RUN3:-}" ]; then runs+=(variant2); run variant2 $RUN3 & fi
-if [ -n "${RUN4:-}" ]; then runs+=(variant3); run variant3 $RUN4 & fi
+share=$(( $(nproc) / ${#runs[@]} ))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( share > 0 ? share : 1 ))}
+for i in "${!runs[@]}"; do run "${runs[$i]}" ${flags[$i]} & done
 wait
 for m in "${runs[@]}"; do echo "$m: $(grep -hE "Command being timed" "$OUT/$m.log")"; grep -hE "Elapsed|Maximum resident" "$OUT/$m.log"; done
 timeout ${T_TESTS:-240} python3 -m pytest tests/test_finetune_paths_agree.py tests/test_finetune_loss.py tests/test_feature_cache.py \
